@@ -1,0 +1,60 @@
+"""The dataset flow: `dvc repro` of scrape -> faces -> augment, one Prefect task per stage.
+
+DVC decides what is stale; Prefect adds retries, logs and a table artifact per stage report.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from styleforge.reports import read_report, report_path
+from styleforge.stages import DATASET_STAGES
+
+
+def dvc_repro(stage: str, root: Path, force: bool = False) -> tuple[bool, str]:
+    """Run `dvc repro` for one stage; return (whether it ran, DVC's output)."""
+    cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)  # stderr (progress bars) passes through
+    lines = []
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    output = "".join(lines)
+    if proc.wait() != 0:
+        raise RuntimeError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{output[-2000:]}")
+    return f"Running stage '{stage}'" in output, output
+
+
+def publish_report(stage: str, root: Path) -> None:
+    if not report_path(stage, root).exists():
+        return
+    flat = [{"key": key, "value": str(value)} for key, value in read_report(stage, root).items()]
+    create_table_artifact(key=f"{stage}-report", table=flat, description=f"reports/{stage}.json")
+
+
+@task(retries=2, retry_delay_seconds=10, task_run_name="repro-{stage}")
+def repro_stage(stage: str, root: str, force: bool = False) -> bool:
+    ran, _ = dvc_repro(stage, Path(root), force)
+    logger = get_run_logger()
+    if ran:
+        logger.info("stage %s ran", stage)
+        publish_report(stage, Path(root))
+    else:
+        logger.info("stage %s is up to date: skipped", stage)
+    return ran
+
+
+@flow(name="dataset", log_prints=False)
+def dataset_flow(root: str = ".", force: bool = False) -> dict[str, bool]:
+    """Rebuild data/train from the sources in params.yaml; only stale stages run unless force."""
+    ran = {stage: repro_stage(stage, str(Path(root).resolve()), force) for stage in DATASET_STAGES}
+    logger = get_run_logger()
+    if not any(ran.values()):
+        logger.info("nothing changed: every dataset stage is up to date, no work done")
+    else:
+        logger.info("stages run: %s", ", ".join(s for s, r in ran.items() if r))
+    return ran

@@ -1,0 +1,1 @@
+"""StyleGAN2 networks, ops, losses, checkpoints, blending and projection."""

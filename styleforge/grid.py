@@ -1,0 +1,35 @@
+"""Contact sheets: a grid of images with optional captions, for people who would rather look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from styleforge.io import atomic_write
+
+
+def contact_sheet(
+    images: Sequence[np.ndarray], captions: Sequence[str] | None = None, tile: int = 128, cols: int = 8
+) -> Image.Image:
+    """Tile RGB uint8 arrays (any sizes, letterboxed into square tiles) with a caption strip each."""
+    caption_h = 14 if captions else 0
+    cols = max(1, min(cols, len(images)))
+    rows = max(1, -(-len(images) // cols))
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + caption_h)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for index, array in enumerate(images):
+        thumb = Image.fromarray(np.asarray(array)).convert("RGB")
+        thumb.thumbnail((tile, tile))
+        x, y = (index % cols) * tile, (index // cols) * (tile + caption_h)
+        sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
+        if captions:
+            draw.text((x + 2, y + tile + 1), captions[index][: tile // 6], fill=(230, 230, 230))
+    return sheet
+
+
+def save_sheet(path: str | Path, images: Sequence[np.ndarray], captions: Sequence[str] | None = None, **kwargs) -> Path:
+    sheet = contact_sheet(images, captions, **kwargs) if len(images) else Image.new("RGB", (128, 32), (24, 24, 24))
+    return atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))

@@ -1,0 +1,1 @@
+"""Stage logic: one module per stage, each with a plain `run(params, root)` entry point."""
