@@ -5,6 +5,9 @@ DVC decides what is stale; Prefect adds retries, logs and a table artifact per s
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,17 +19,38 @@ from styleforge.stages import DATASET_STAGES
 
 
 def dvc_repro(stage: str, root: Path, force: bool = False) -> tuple[bool, str]:
-    """Run `dvc repro` for one stage; return (whether it ran, DVC's output)."""
+    """Run `dvc repro` for one stage; return (whether it ran, DVC's output).
+
+    DVC runs the stage through a shell, so killing dvc alone would leave the stage running: it
+    starts in its own session, and a cancelled run (Prefect raises in this thread on SIGTERM),
+    Ctrl-C or any error here ends that whole process group.
+    """
     cmd = ["dvc", "repro", "--single-item", stage] + (["--force"] if force else [])
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)  # stderr (progress bars) passes through
+    proc = subprocess.Popen(  # stderr (progress bars) passes through
+        cmd, cwd=root, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     lines = []
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        lines.append(line)
+    try:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            lines.append(line)
+        proc.wait()
+    except BaseException:
+        end_process_group(proc)
+        raise
     output = "".join(lines)
-    if proc.wait() != 0:
+    if proc.returncode != 0:
         raise RuntimeError(f"dvc repro {stage} failed (exit {proc.returncode}):\n{output[-2000:]}")
     return f"Running stage '{stage}'" in output, output
+
+
+def end_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the group (DVC releases its lock on it), SIGKILL whatever is left after grace_s."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait_s)
 
 
 def publish_report(stage: str, root: Path) -> None:

@@ -1,4 +1,4 @@
-"""The one command line: `styleforge`."""
+"""styleforge: scrape a look, fine-tune StyleGAN2 on it, render blended portraits."""
 
 from __future__ import annotations
 
@@ -20,17 +20,17 @@ def _fail(message: str) -> None:
 
 @app.command()
 def stage(
-    name: str = typer.Argument(..., help="scrape | faces | augment"),
+    name: str = typer.Argument(..., help="scrape | faces | augment | base | finetune | blend | portraits | evaluate"),
     params: Path = typer.Option(Path("params.yaml"), help="params file, in the project root"),
 ) -> None:
     """Run one stage by hand (this is what dvc.yaml calls)."""
-    from styleforge.config import ParamsError
-    from styleforge.stages import run_stage
+    from styleforge.errors import UserError
+    from styleforge.stages import UnknownStage, run_stage
 
     try:
         report = run_stage(name, root=params.parent, params_file=params.name)
-    except (ParamsError, KeyError) as exc:
-        _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
+    except (UserError, UnknownStage) as exc:
+        _fail(str(exc))
     typer.echo(json.dumps(report, indent=2, default=str))
 
 
@@ -68,6 +68,284 @@ def demo(root: Path = typer.Option(Path("."), help="project root")) -> None:
     from styleforge.demo import run_demo
 
     run_demo(root)
+
+
+def _nightly_params(root: Path):
+    from styleforge.config import ParamsError, load_params
+
+    try:
+        return load_params(root / "params.yaml").nightly  # fail on bad params before Prefect or DVC start
+    except ParamsError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC workspace")) -> None:
+    """One nightly run now (the flow the schedule runs): scrape, rebuild, gate, publish or keep."""
+    _nightly_params(root)
+    from flows.nightly import WorkspaceBusy, nightly_flow
+
+    try:
+        summary = nightly_flow(root=str(root))
+    except WorkspaceBusy as exc:
+        _fail(str(exc))
+    verb = "published" if summary["published"] else "kept"
+    typer.echo(f"{verb} {summary['release'] or 'no release'}: {summary['reason']}")
+
+
+@app.command()
+def schedule(
+    root: Path = typer.Option(Path("."), help="project root: a git + DVC workspace"),
+    port: int | None = typer.Option(None, help="port of `styleforge server` on 127.0.0.1 [default: PREFECT_API_URL, else 4200]"),
+) -> None:
+    """Serve the nightly deployment (nightly.cron in nightly.timezone, one run at a time) until Ctrl-C."""
+    import os
+
+    from styleforge import server as prefect_server
+
+    params = _nightly_params(root)
+    os.environ.setdefault("PREFECT_HOME", str(prefect_server.project_home(root)))
+    if port is not None or "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_API_URL"] = prefect_server.api_url(port or prefect_server.DEFAULT_PORT)
+    url = os.environ["PREFECT_API_URL"]
+    if not prefect_server.is_up(url):
+        _fail(f"no Prefect server at {url}: start one with `styleforge server` (schedules need a real server)")
+    try:
+        deployment = prefect_server.nightly_deployment(root, params)
+    except ValueError as exc:  # Prefect checks the cron fields
+        _fail(f"nightly.cron: {exc}")
+    from prefect import serve
+
+    typer.echo(f"serving nightly/{prefect_server.DEPLOYMENT_NAME}: '{params.cron}' in {params.timezone}, against {url}")
+    serve(deployment)
+
+
+@app.command()
+def server(
+    root: Path = typer.Option(Path("."), help="project root: the database goes to ROOT/.prefect"),
+    port: int = typer.Option(4200, help="port on 127.0.0.1"),
+) -> None:
+    """Run a Prefect server on 127.0.0.1 (SQLite in the project's PREFECT_HOME, analytics off)."""
+    from styleforge.server import api_url, exec_server, project_home
+
+    typer.echo(f"Prefect server for {root.resolve()}: set PREFECT_API_URL={api_url(port)} in other shells")
+    exec_server(project_home(root), port)
+
+
+def _span(text: str, what: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(part) for part in text.split(":"))
+    except ValueError:
+        _fail(f"{what}: expected START:STOP, e.g. 0:4, got {text!r}")
+    return start, stop
+
+
+def _latents(generator, seeds: str, latent_files: list[Path], truncation: float):
+    """W+ latents of the seeds (comma-separated) and of projected .npz files, in that order."""
+    import torch
+
+    from model.project import load_latent
+    from model.sefa import seed_latents
+
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--seeds: expected integers separated by commas, got {seeds!r}")
+    parts = [seed_latents(generator, seed_list, truncation)] if seed_list else []
+    for path in latent_files:
+        try:
+            latent = load_latent(path)[0]
+        except (OSError, KeyError, ValueError) as exc:  # missing, not an .npz, or no `latent` in it
+            _fail(f"{path}: not a projected latent from `styleforge portraits`: {exc}")
+        if latent.shape != (generator.n_latent, generator.style_dim):
+            expected = [generator.n_latent, generator.style_dim]
+            _fail(f"{path}: latent {list(latent.shape)} does not fit this model, which takes {expected}")
+        parts.append(latent[None].to(generator.w_avg.device))
+    if not parts:
+        _fail("nothing to render: give --seeds and/or --latent files")
+    return torch.cat(parts)
+
+
+@app.command()
+def portraits(
+    photos: list[Path] = typer.Argument(..., help="photos to render"),
+    out: Path = typer.Option(..., "--out", help="folder for the portraits, the contact sheet and the report"),
+    params: Path = typer.Option(Path("params.yaml"), help="params file: its faces and portraits sections apply"),
+    base: Path = typer.Option(Path("data/base/model.pt"), help="model the photos are projected into"),
+    blend: Path = typer.Option(Path("data/blend/model.pt"), help="model the portraits are rendered by"),
+) -> None:
+    """The portraits stage on the given photos, outside DVC: OUT/<photo>/, OUT/portraits.png and .json."""
+    from styleforge.config import ParamsError, load_params
+    from styleforge.io import atomic_write_json
+    from tasks.portraits import make_portraits
+
+    try:
+        settings = load_params(params)
+    except ParamsError as exc:
+        _fail(str(exc))
+    missing = [str(path) for path in (base, blend) if not path.is_file()]
+    if missing:
+        _fail(f"no model at {', '.join(missing)}: run `dvc repro blend` first, or pass --base/--blend")
+    report = make_portraits(
+        photos, settings.portraits, settings.faces, base_model=base, blend_model=blend, out_dir=out,
+        sheet_path=out / "portraits.png", lpips_cache=params.parent / settings.portraits.lpips.cache_dir,
+    )
+    atomic_write_json(out / "portraits.json", {"stage": "portraits", **report})
+    typer.echo(f"{report['portraits']} of {report['photos']} photos rendered into {out}")
+    if report["skipped"]:
+        typer.echo(f"skipped: {report['skip_reasons']} (see {out / 'portraits.json'})")
+
+
+@app.command()
+def edit(
+    seeds: str = typer.Option("0,1,2", help="seeds to edit, comma-separated ('' for none)"),
+    latent: list[Path] = typer.Option([], help="projected latent .npz from portraits (repeatable)"),
+    model: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
+    sefa: Path = typer.Option(Path("data/blend/sefa.npz"), help="SeFa directions the blend stage saved"),
+    layers: str | None = typer.Option(None, help="START:STOP styled convs: factorise MODEL there, not read SEFA"),
+    directions: str = typer.Option("0:5", help="direction indices START:STOP, strongest first"),
+    degree: float = typer.Option(5.0, help="largest move along a direction, in W units"),
+    steps: int = typer.Option(5, min=2, help="columns from -DEGREE to +DEGREE"),
+    truncation: float = typer.Option(0.7, help="psi for the seeds"),
+    out: Path = typer.Option(Path("reports/edit.png"), help="the grid: a row per latent and direction"),
+) -> None:
+    """SeFa edits: each direction at evenly spaced degrees, for seeds and projected photos."""
+    import numpy as np
+
+    from model.checkpoint import CheckpointError, load_generator
+    from model.sefa import Directions, edit_grid, factorize
+    from styleforge.grid import save_sheet
+
+    first, stop = _span(directions, "--directions")
+    try:
+        generator = load_generator(model)
+        chosen = factorize(generator, stop, _span(layers, "--layers")) if layers else Directions.load(sefa)
+    except (CheckpointError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if not 0 <= first < stop <= len(chosen.vectors):
+        _fail(f"--directions {directions}: {len(chosen.vectors)} directions available")
+    latents = _latents(generator, seeds, latent, truncation)
+    degrees = [float(d) for d in np.linspace(-degree, degree, steps)]
+    images, captions = edit_grid(generator, latents, chosen, list(range(first, stop)), degrees)
+    save_sheet(out, images, captions, tile=min(generator.size, 256), cols=steps)
+    typer.echo(f"{out}: {len(latents)} latents x directions {first}..{stop - 1} on layers {chosen.layers}")
+
+
+@app.command()
+def mix(
+    latent: list[Path] = typer.Argument(..., help="projected latent .npz files from portraits (the rows)"),
+    seeds: str = typer.Option("0,1,2,3", help="seeds for the columns, comma-separated"),
+    layers: str = typer.Option("0:4", help="W+ entries START:STOP taken from the seed (0:4 = 4x4 and 8x8)"),
+    model: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
+    truncation: float = typer.Option(0.7, help="psi for the seeds"),
+    out: Path = typer.Option(Path("reports/mix.png"), help="the table"),
+) -> None:
+    """Style mixing: each projected photo with each seed's styles in LAYERS."""
+    from model.checkpoint import CheckpointError, load_generator
+    from model.sefa import mix_grid
+    from styleforge.grid import save_sheet
+
+    try:
+        generator = load_generator(model)
+    except CheckpointError as exc:
+        _fail(str(exc))
+    photos = _latents(generator, "", latent, truncation)
+    others = _latents(generator, seeds, [], truncation)
+    try:
+        images, cols = mix_grid(generator, photos, others, _span(layers, "--layers"))
+    except ValueError as exc:
+        _fail(str(exc))
+    save_sheet(out, images, None, tile=min(generator.size, 256), cols=cols)
+    typer.echo(f"{out}: {len(photos)} photos x {len(others)} seeds, W+ {layers} from the seeds")
+
+
+def _seed_list(text: str, option: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"{option}: expected integers separated by commas, got {text!r}")
+    if not seeds:
+        _fail(f"{option}: no seeds given")
+    return seeds
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@app.command()
+def generate(
+    checkpoint: Path = typer.Option(..., help="our checkpoint or a rosinality .pt"),
+    out: Path = typer.Option(..., "--out", help="folder for one PNG per latent and grid.png"),
+    seeds: str | None = typer.Option(None, help="seeds, comma-separated (z as NVIDIA's generate.py draws it)"),
+    z: Path | None = typer.Option(None, help=".npy of z latents [N, style_dim], instead of --seeds"),
+    truncation: float = typer.Option(1.0, help="psi: 1 = none, 0 = the average image"),
+    noise: str = typer.Option("const", help="random (from each seed) | const (stored buffers) | none"),
+    device: str | None = typer.Option(None, help="cpu or cuda [default: cuda if available]"),
+) -> None:
+    """Render images from a checkpoint's g_ema: OUT/seedNNNN.png (or zNNNN.png) and OUT/grid.png."""
+    import numpy as np
+
+    from model.checkpoint import CheckpointError
+    from model.generate import generate as render_latents
+
+    if (seeds is None) == (z is None):
+        _fail("give --seeds or --z (one of them)")
+    try:
+        latents = np.load(z) if z is not None else None
+        paths = render_latents(
+            checkpoint, out, seeds=_seed_list(seeds, "--seeds") if seeds is not None else None, z=latents,
+            truncation=truncation, noise_mode=noise, device=_device(device),
+        )
+    except (CheckpointError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{len(paths) - 1} images and {paths[-1]} written")
+
+
+@app.command("mix-seeds")
+def mix_seeds(
+    checkpoint: Path = typer.Option(..., help="our checkpoint or a rosinality .pt"),
+    out: Path = typer.Option(..., "--out", help="folder for ROW-COL.png cells and grid.png"),
+    rows: str = typer.Option(..., help="row seeds, comma-separated: they keep their other styles"),
+    cols: str = typer.Option(..., help="column seeds, comma-separated: they give the STYLES layers"),
+    styles: str = typer.Option("0:7", help="W+ entries START:STOP taken from the column seed (0:7 = up to 32x32)"),
+    truncation: float = typer.Option(1.0, help="psi"),
+    noise: str = typer.Option("const", help="random | const | none"),
+    device: str | None = typer.Option(None, help="cpu or cuda [default: cuda if available]"),
+) -> None:
+    """Style-mixing grid of seeds, as NVIDIA's style_mixing.py draws it."""
+    from model.checkpoint import CheckpointError
+    from model.generate import mix as mix_grid
+
+    start, stop = _span(styles, "--styles")
+    try:
+        paths = mix_grid(
+            checkpoint, out, _seed_list(rows, "--rows"), _seed_list(cols, "--cols"), styles=range(start, stop),
+            truncation=truncation, noise_mode=noise, device=_device(device),
+        )
+    except (CheckpointError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{paths[-1]}: {len(paths) - 1} mixed cells")
+
+
+@app.command()
+def convert(
+    src: Path = typer.Argument(..., help="stylegan2-ada-pytorch network pickle (.pkl)"),
+    dst: Path = typer.Argument(..., help="our checkpoint (.pt) to write"),
+) -> None:
+    """Convert an NVIDIA pickle without running its code (a restricted unpickler reads it)."""
+    import pickle
+
+    from model.checkpoint import CheckpointError
+    from model.convert import convert_pickle
+
+    try:
+        summary = convert_pickle(src, dst)
+    except (CheckpointError, pickle.UnpicklingError, OSError) as exc:
+        _fail(f"{src}: {exc}")
+    typer.echo(json.dumps({"written": str(dst), **summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from styleforge.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 
@@ -50,17 +51,32 @@ class ScrapeParams(Section):
     )
     near_duplicate_bits: int = Field(4, ge=0, le=64, description="perceptual-hash distance counted as a duplicate")
     page_load_timeout_s: float = Field(30.0, gt=0)
+    scroll_wait_s: float = Field(
+        3.0, gt=0, description="browser mode: how long a scroll may take to bring new images before scrolling stops"
+    )
+    max_download_s: float = Field(
+        120.0, gt=0, description="longest the body of one response may take to arrive (timeout_s bounds each wait for data)"
+    )
+    batch_size: int = Field(32, ge=1, description="images downloaded between two saves of the manifest")
 
 
 class FacesParams(Section):
     resolution: Literal[256, 1024] = 256
-    margin: float = Field(0.5, ge=0, le=3, description="extra context around the face, as a fraction of its size")
+    margin: float = Field(
+        0.5, ge=0, le=3, description="context on each side of the face, as a fraction of its size; 0.5 frames like FFHQ"
+    )
     min_face: int = Field(64, ge=8, description="smallest face side in source pixels; smaller is rejected, not upscaled")
     multi_face: Literal["all", "largest"] = "all"
-    require_eyes: bool = True
-    min_neighbors: int = Field(5, ge=1, description="Haar detection confidence: neighbouring hits required")
-    detect_side: int = Field(640, ge=64, description="longest side of the downscaled copy used for detection")
-    max_pixels: int = Field(40_000_000, ge=1)
+    require_eyes: bool = Field(True, description="keep only faces where two plausible eyes are found")
+    second_opinion: bool = Field(True, description="keep only faces that a second Haar cascade confirms")
+    min_neighbors: int = Field(3, ge=1, description="Haar detection confidence: neighbouring hits required")
+    min_confidence: float = Field(
+        3.0, description="Haar last-stage weight needed: faces scored 2.5-12, false alarms passing the rest 0.8-2.8"
+    )
+    detect_side: int = Field(
+        640, ge=64, description="longest side of the copy searched: bounds the cost and the smallest face found"
+    )
+    max_pixels: int = Field(40_000_000, ge=1, description="decoded size cap: bigger is a decompression bomb")
     workers: int = Field(0, ge=0, description="processes; 0 uses every core")
 
 
@@ -80,13 +96,208 @@ class AugmentParams(Section):
         return self
 
 
+class EvaluateParams(Section):
+    inception: str | None = Field(
+        None,
+        description="StyleGAN2-ADA's TorchScript Inception detector (inception-2015-12-05.pt): a path or an "
+        "http(s) URL, downloaded once into cache_dir; unset skips FID and KID",
+    )
+    inception_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected sha256 of the weights")
+    cache_dir: str = Field(".cache/inception", description="where downloaded weights are kept, from the project root")
+    num_generated: int = Field(5000, ge=2, description="images generated (seeds seed .. seed+N-1) to compare")
+    seed: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    kid_subsets: int = Field(100, ge=1, description="KID: random subsets averaged (KID paper, StyleGAN2-ADA)")
+    kid_subset_size: int = Field(1000, ge=2, description="KID: most images per subset")
+
+
+class GateParams(Section):
+    metric: Literal["fid", "kid"] = "fid"
+    margin: float = Field(0.0, ge=0, description="how much worse than the last release still publishes")
+    higher_is_better: bool = False
+
+
+class NightlyParams(Section):
+    cron: str = Field("30 3 * * *", description="when the nightly deployment runs (5-field cron)")
+    timezone: str = Field("UTC", description="IANA time zone of cron, and of the date in release tags")
+    gate: GateParams = GateParams()
+    remote: str = Field(
+        "../styleforge-remote", description="DVC remote: a folder (relative to the project root) or s3://bucket/path"
+    )
+    lock_timeout_s: float = Field(600.0, ge=0, description="longest wait for a workspace another run holds")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:  # the fields themselves are checked by Prefect when the schedule is served
+            raise ValueError("must have 5 fields: minute hour day-of-month month day-of-week")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as UTC or Europe/Paris") from None
+        return name
+
+
+class ModelParams(Section):
+    """Shape of a model the base stage trains from scratch (model.networks.ModelConfig fields)."""
+
+    size: int = Field(32, ge=8, description="output resolution, a power of two")
+    style_dim: int = Field(64, ge=1)
+    n_mlp: int = Field(2, ge=1, description="mapping-network layers")
+    channel_multiplier: int = Field(1, ge=1)
+    channel_max: int = Field(64, ge=1, description="feature maps at any resolution, at most")
+    channel_base: int | None = Field(None, ge=1, description="feature maps = min(channel_max, channel_base / res)")
+
+    @field_validator("size")
+    @classmethod
+    def _power_of_two(cls, size: int) -> int:
+        if size & (size - 1):
+            raise ValueError("must be a power of two")
+        return size
+
+
+class TrainParams(Section):
+    """One StyleGAN2 training run (model.train); the base and finetune sections both hold these.
+
+    Defaults are StyleGAN2's (config F, 256x256, one GPU); params.yaml scales them for the CPU.
+    """
+
+    kimg: float = Field(1000.0, gt=0, description="length of the run in thousands of real images shown to D")
+    batch: int = Field(16, ge=1, description="images per optimiser step over all ranks (a multiple of ranks)")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate, betas (0, 0.99), lazy-regularisation corrected")
+    r1_gamma: float = Field(10.0, ge=0, description="R1 weight; NVIDIA's auto rule is 0.0002 * res^2 / batch")
+    r1_every: int = Field(16, ge=1, description="lazy R1: steps between R1 steps")
+    pl_weight: float = Field(2.0, ge=0, description="path-length regularisation weight; 0 turns it off")
+    pl_every: int = Field(4, ge=1, description="lazy path length: steps between its steps")
+    pl_batch_shrink: int = Field(2, ge=1, description="path-length batch = batch / this")
+    style_mixing: float = Field(0.9, ge=0, le=1, description="probability of mixing two z in one image")
+    ema_kimg: float = Field(10.0, gt=0, description="half-life of G_ema in thousands of images")
+    augment_p: float = Field(0.0, ge=0, le=1, description="initial ADA probability (the fixed one without ada_target)")
+    ada_target: float | None = Field(0.6, gt=0, lt=1, description="ADA r_t target; null keeps augment_p fixed")
+    ada_kimg: float = Field(500.0, gt=0, description="ADA speed: kimg for p to move by 1")
+    ada_interval: int = Field(4, ge=1, description="steps between ADA adjustments")
+    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
+    sample_every: int = Field(500, ge=1, description="steps between sample grids")
+    log_every: int = Field(10, ge=1, description="steps averaged into one DVCLive row")
+    samples: int = Field(16, ge=1, le=64, description="images in a sample grid (fixed z)")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(False, description="bf16 autocast for G and D forward passes (GPU only)")
+    workers: int = Field(2, ge=0, description="data-loader processes per rank")
+
+
+class BaseParams(TrainParams):
+    """The model fine-tuning starts from: a checkpoint, or (none given) a small model trained here."""
+
+    checkpoint: str | None = Field(None, description="rosinality .pt, NVIDIA .pkl or ours: a path or http(s) URL")
+    sha256: str | None = Field(None, description="expected SHA-256 of the checkpoint file")
+    cache_dir: str = Field(".cache/checkpoints", description="where downloaded checkpoints are kept")
+    dataset: str = Field("data/faces", description="folder of real images to train on when no checkpoint is given")
+    model: ModelParams = ModelParams()
+    kimg: float = Field(20.0, gt=0, description="length of the from-scratch run in thousands of images")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, digest: str | None) -> str | None:
+        if digest is not None and (len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower())):
+            raise ValueError("must be 64 hex digits")
+        return digest.lower() if digest else digest
+
+
+class FinetuneParams(TrainParams):
+    """Fine-tune data/base/model.pt on data/train, FreezeD/FreezeG as model/freeze.py defines them."""
+
+    dataset: str = Field("data/train", description="training set folder (dataset.json, or every image in it)")
+    freeze_d: int = Field(3, ge=0, description="D blocks frozen from the image input (3 = NVIDIA --freezed 10)")
+    freeze_g: int = Field(0, ge=0, description="G blocks frozen from 4x4 up")
+    freeze_mapping: bool = Field(False, description="freeze the mapping network too")
+
+
+class BlendParams(Section):
+    """Layer swap of data/base and data/finetune into data/blend (model/blend.py)."""
+
+    swap_res: int = Field(32, ge=4, description="blocks up to this resolution, and the mapping, from the coarse side")
+    blend_width: int = Field(0, ge=0, description="resolutions above swap_res interpolated linearly; 0 is a hard cut")
+    reverse: bool = Field(False, description="coarse layers from the fine-tuned model instead of the base (Toonify)")
+    truncation: float = Field(0.7, gt=0, le=1, description="psi of the sweep grid's samples")
+    sweep_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=1, description="one sweep row each")
+    sefa_components: int = Field(16, ge=1, description="SeFa directions saved to data/blend/sefa.npz")
+    sefa_layers: tuple[int, int] | None = Field(
+        None, description="styled convs [start, stop) factorised (0 = 4x4 conv1); null: all of them"
+    )
+
+    @field_validator("swap_res")
+    @classmethod
+    def _power_of_two(cls, res: int) -> int:
+        if res & (res - 1):
+            raise ValueError("must be a power of two")
+        return res
+
+
+class LpipsParams(Section):
+    """Weights of the LPIPS distance; without both, projection uses the pixel fallback (one warning)."""
+
+    vgg: str | None = Field(
+        None, description="torchvision VGG16 state dict, e.g. https://download.pytorch.org/models/vgg16-397923af.pth"
+    )
+    vgg_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{8,64}$", description="its sha256 or leading digits (torchvision names files by 8)"
+    )
+    lin: str | None = Field(
+        None,
+        description="LPIPS v0.1 heads (vgg.pth), e.g. from "
+        "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
+    )
+    lin_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$")
+    cache_dir: str = Field(".cache/lpips", description="where downloaded weights are kept, from the project root")
+
+
+class ProjectionParams(Section):
+    """Inversion into the base model's latent space (model/project.py); rosinality's defaults."""
+
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(0.1, gt=0, description="peak Adam learning rate of the cosine ramp")
+    lr_rampup: float = Field(0.05, gt=0, le=1, description="fraction of the steps spent warming up")
+    lr_rampdown: float = Field(0.25, gt=0, le=1, description="fraction of the steps spent cooling down")
+    latent_noise: float = Field(0.05, ge=0, description="initial latent jitter, a fraction of W's spread")
+    latent_noise_ramp: float = Field(0.75, gt=0, le=1, description="fraction of the steps the jitter takes to vanish")
+    noise_regularize: float = Field(1e5, ge=0, description="weight that keeps the noise maps from learning the photo")
+    mse: float = Field(0.0, ge=0, description="weight of an extra pixel MSE term")
+    w_plus: bool = Field(False, description="one W per layer: closer fit, weaker edits and blends")
+    n_mean_latent: int = Field(10000, ge=2, description="z samples that locate W's mean and spread")
+
+
+class PortraitsParams(Section):
+    """Photos -> the largest face, found and aligned with the faces section's settings (max_pixels
+    included) -> projection into the base model -> rendered by the blended model."""
+
+    photos: str = Field("photos", description="folder of photos, from the project root")
+    projection: ProjectionParams = ProjectionParams()
+    lpips: LpipsParams = LpipsParams()
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class Params(Section):
     scrape: ScrapeParams = ScrapeParams()
     faces: FacesParams = FacesParams()
     augment: AugmentParams = AugmentParams()
+    base: BaseParams = BaseParams()
+    finetune: FinetuneParams = FinetuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    nightly: NightlyParams = NightlyParams()
+    blend: BlendParams = BlendParams()
+    portraits: PortraitsParams = PortraitsParams()
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml does not fit the schema; the message names every offending key."""
 
 

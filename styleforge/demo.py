@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,9 +11,9 @@ from rich.table import Table
 
 from styleforge.config import load_params
 from styleforge.reports import read_report, report_path
-from styleforge.stages import DATASET_STAGES
 
 console = Console()
+SUMMARY_KEYS = 8  # rows of each report shown; the JSON files hold the rest
 
 
 def sample_site_port(root: Path) -> int:
@@ -24,24 +25,50 @@ def sample_site_port(root: Path) -> int:
     return ports.pop()
 
 
+def sample_photos(folder: Path) -> list[Path]:
+    """Real photos that ship inside installed packages, for the portraits stage to render."""
+    import cv2
+    from matplotlib import cbook
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    astronaut = folder / "astronaut.png"
+    if not astronaut.exists():
+        cv2.imwrite(str(astronaut), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    hopper = folder / "grace_hopper.jpg"
+    if not hopper.exists():
+        shutil.copyfile(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False), hopper)
+    return [astronaut, hopper]
+
+
 def print_reports(root: Path, stages: list[str]) -> None:
     for stage in stages:
         if not report_path(stage, root).exists():
             continue
         table = Table(title=f"reports/{stage}.json", show_header=False)
-        for key, value in read_report(stage, root).items():
+        for key, value in list(read_report(stage, root).items())[:SUMMARY_KEYS]:
             table.add_row(key, str(value)[:100])
         console.print(table)
 
 
 def run_demo(root: Path) -> None:
-    from flows.dataset import dataset_flow
+    from flows.pipeline import pipeline_flow
     from styleforge.samplesite import serve
 
     port = sample_site_port(root)
+    sample_photos(root / load_params(root / "params.yaml").portraits.photos)
     with serve(port) as base_url:
         console.print(f"sample site at {base_url}")
-        dataset_flow(root=str(root))
-    print_reports(root, DATASET_STAGES)
-    console.print(f"crops: {root / 'reports/faces.png'}  rejects: {root / 'reports/faces_rejects.png'}  "
-                  f"training set: {root / 'data/train'}")
+        ran = pipeline_flow(root=str(root))
+    print_reports(root, list(ran))
+    console.print(
+        "\n[bold]Look at[/bold]\n"
+        f"  crops and rejects   {root / 'reports/faces.png'}, {root / 'reports/faces_rejects.png'}\n"
+        f"  fine-tune samples   {root / 'reports/finetune_vs_base.png'}\n"
+        f"  layer-swap sweep    {root / 'reports/blend_sweep.png'}\n"
+        f"  blended portraits   {root / 'reports/portraits.png'}\n"
+        "[bold]Next[/bold]\n"
+        "  styleforge server & styleforge schedule   # the nightly fine-tune on a schedule\n"
+        "  dvc repro                                 # rerun what a params.yaml change made stale\n"
+        "  dvc plots show                            # training curves and grids as HTML\n"
+    )

@@ -1,7 +1,8 @@
-"""The stage registry: name -> params section and the tasks/ function that runs it.
+"""The stage registry: name -> the tasks/ module that runs it and the params sections it reads.
 
-Every stage function has the signature run(params_section, root: Path) -> dict and writes
-reports/<name>.json itself. dvc.yaml calls `styleforge stage NAME`, which lands here.
+Every stage function has the signature run(*sections, root: Path) -> dict, its own section
+first, and writes reports/<name>.json itself. dvc.yaml calls `styleforge stage NAME`, which
+lands here; a stage's dvc.yaml `params:` lists the same sections.
 """
 
 from __future__ import annotations
@@ -11,18 +12,29 @@ from pathlib import Path
 
 from styleforge.config import load_params
 
-# name -> module in tasks/ (the params section has the same name)
-STAGES = {
-    "scrape": "tasks.scrape",
-    "faces": "tasks.faces",
-    "augment": "tasks.augment",
+STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "scrape": ("tasks.scrape", ("scrape",)),
+    "faces": ("tasks.faces", ("faces",)),
+    "augment": ("tasks.augment", ("augment",)),
+    "base": ("tasks.base", ("base",)),
+    "finetune": ("tasks.finetune", ("finetune",)),
+    "blend": ("tasks.blend", ("blend",)),
+    # photos go through the dataset's own face detection and alignment
+    "portraits": ("tasks.portraits", ("portraits", "faces")),
+    "evaluate": ("tasks.evaluate", ("evaluate",)),
 }
 DATASET_STAGES = ["scrape", "faces", "augment"]
 
 
+class UnknownStage(KeyError):
+    def __str__(self) -> str:
+        return f"unknown stage {self.args[0]!r}; stages are: {', '.join(STAGES)}"
+
+
 def run_stage(name: str, root: Path = Path("."), params_file: str = "params.yaml") -> dict:
     if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+        raise UnknownStage(name)
+    module_name, sections = STAGES[name]
     params = load_params(root / params_file)
-    module = importlib.import_module(STAGES[name])
-    return module.run(getattr(params, name), root=root)
+    module = importlib.import_module(module_name)
+    return module.run(*(getattr(params, section) for section in sections), root=root)

@@ -1,0 +1,178 @@
+"""Render images from a generator: one PNG per latent plus a grid, and style-mixing grids.
+
+Seeds become z as NVIDIA's generate.py draws them (`RandomState(seed).randn(style_dim)`), so a
+seed names the same latent there and here. Random noise is drawn from the image's own seed, so
+an image does not depend on which batch it was rendered in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.checkpoint import load_generator
+from model.networks import Generator
+
+NOISE_MODES = ("random", "const", "none")
+MIX_STYLES = range(0, 7)  # NVIDIA's style_mixing.py default: the coarse layers, up to 32x32
+
+
+def seed_latents(seeds: Sequence[int], style_dim: int) -> np.ndarray:
+    return np.stack([np.random.RandomState(seed).randn(style_dim) for seed in seeds]).astype(np.float32)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] -> [N, H, W, 3] uint8: round((x + 1) * 127.5), clamped."""
+    pixels = torch.round((images.detach().float().cpu() + 1) * 127.5).clamp(0, 255)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:
+    """Tile [N, H, W, 3] row by row into one image; missing cells stay black."""
+    n, h, w, c = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * h, cols * w, c), dtype=images.dtype)
+    for i, image in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[r * h : (r + 1) * h, col * w : (col + 1) * w] = image
+    return grid
+
+
+def noise_inputs(g: Generator, mode: str, noise_seeds: Sequence[int]) -> list[torch.Tensor]:
+    """Noise images for a batch: drawn from each image's seed, the stored buffers, or zeros."""
+    if mode not in NOISE_MODES:
+        raise ValueError(f"noise mode must be one of {NOISE_MODES}, got {mode!r}")
+    stored = g.const_noise()
+    batch = len(noise_seeds)
+    if mode == "const":
+        return [n.expand(batch, -1, -1, -1) for n in stored]
+    if mode == "none":
+        return [torch.zeros(batch, *n.shape[1:], device=n.device) for n in stored]
+    per_image = []
+    for seed in noise_seeds:
+        gen = torch.Generator().manual_seed(int(seed))
+        per_image.append([torch.randn(n.shape, generator=gen) for n in stored])
+    return [torch.cat(layer).to(stored[0].device) for layer in zip(*per_image)]
+
+
+@torch.no_grad()
+def render(
+    g: Generator,
+    latent: torch.Tensor,
+    noise_mode: str = "const",
+    noise_seeds: Sequence[int] | None = None,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """W+ latents [N, n_latent, D] -> images [N, 3, H, W], in batches."""
+    noise_seeds = list(range(len(latent))) if noise_seeds is None else list(noise_seeds)
+    out = []
+    for start in range(0, len(latent), batch_size):
+        chunk = latent[start : start + batch_size]
+        noise = noise_inputs(g, noise_mode, noise_seeds[start : start + batch_size])
+        out.append(g.synthesis(chunk, noise=noise).cpu())
+    return torch.cat(out)
+
+
+def _generator(checkpoint: str | Path | Generator, device: str | torch.device) -> Generator:
+    g = checkpoint if isinstance(checkpoint, Generator) else load_generator(checkpoint)
+    return g.to(device).eval()
+
+
+@torch.no_grad()
+def _latents(g: Generator, z: np.ndarray, truncation: float) -> torch.Tensor:
+    w = g.get_latent(torch.from_numpy(z).to(g.w_avg.device))
+    return g.broadcast([g.truncate(w, truncation)])
+
+
+def _save(image: np.ndarray, path: Path) -> Path:
+    Image.fromarray(image).save(path)
+    return path
+
+
+def generate(
+    checkpoint: str | Path | Generator,
+    out_dir: str | Path,
+    seeds: Sequence[int] | None = None,
+    z: np.ndarray | None = None,
+    truncation: float = 1.0,
+    noise_mode: str = "const",
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> list[Path]:
+    """One PNG per latent (seedNNNN.png, or zNNNN.png for a z array) and grid.png; returns them all."""
+    if (seeds is None) == (z is None):
+        raise ValueError("give seeds or z, not both")
+    g = _generator(checkpoint, device)
+    if z is None:
+        z, names, noise_seeds = seed_latents(seeds, g.style_dim), [f"seed{s:04d}" for s in seeds], list(seeds)
+    else:
+        z = np.asarray(z, dtype=np.float32)
+        z = z[None] if z.ndim == 1 else z
+        if z.ndim != 2 or z.shape[1] != g.style_dim or len(z) == 0:
+            raise ValueError(f"z must be [N, {g.style_dim}], got shape {list(np.shape(z))}")
+        names, noise_seeds = [f"z{i:04d}" for i in range(len(z))], list(range(len(z)))
+
+    images = to_uint8(render(g, _latents(g, z, truncation), noise_mode, noise_seeds, batch_size))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [_save(image, out_dir / f"{name}.png") for name, image in zip(names, images)]
+    paths.append(_save(image_grid(images), out_dir / "grid.png"))
+    return paths
+
+
+def mix(
+    checkpoint: str | Path | Generator,
+    out_dir: str | Path,
+    row_seeds: Sequence[int],
+    col_seeds: Sequence[int],
+    styles: Sequence[int] = MIX_STYLES,
+    truncation: float = 1.0,
+    noise_mode: str = "const",
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+) -> list[Path]:
+    """Style-mixing grid as NVIDIA's style_mixing.py draws it.
+
+    Cell (row, col) is the row seed's W with the layers in `styles` taken from the col seed;
+    the top row and left column show the unmixed col and row images. Writes ROW-COL.png per
+    cell and grid.png; returns them all.
+    """
+    g = _generator(checkpoint, device)
+    styles = [s for s in styles if 0 <= s < g.n_latent]
+    if not styles or not row_seeds or not col_seeds:
+        raise ValueError(f"need row seeds, col seeds and styles within 0..{g.n_latent - 1}")
+    seeds = list(dict.fromkeys([*row_seeds, *col_seeds]))
+    latents = dict(zip(seeds, _latents(g, seed_latents(seeds, g.style_dim), truncation)))
+
+    cells = [(r, c) for r in row_seeds for c in col_seeds]
+    mixed = []
+    for r, c in cells:
+        latent = latents[r].clone()
+        latent[styles] = latents[c][styles]
+        mixed.append(latent)
+    # a cell's noise follows its row seed: only the styles differ along a row
+    plain = to_uint8(render(g, torch.stack([latents[s] for s in seeds]), noise_mode, seeds, batch_size))
+    mixed_images = to_uint8(render(g, torch.stack(mixed), noise_mode, [r for r, _ in cells], batch_size))
+
+    size = g.size
+    canvas = np.zeros(((len(row_seeds) + 1) * size, (len(col_seeds) + 1) * size, 3), dtype=np.uint8)
+    plain_by_seed = dict(zip(seeds, plain))
+    for j, c in enumerate(col_seeds):
+        canvas[:size, (j + 1) * size : (j + 2) * size] = plain_by_seed[c]
+    for i, r in enumerate(row_seeds):
+        canvas[(i + 1) * size : (i + 2) * size, :size] = plain_by_seed[r]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, ((r, c), image) in enumerate(zip(cells, mixed_images)):
+        i, j = divmod(k, len(col_seeds))
+        canvas[(i + 1) * size : (i + 2) * size, (j + 1) * size : (j + 2) * size] = image
+        paths.append(_save(image, out_dir / f"{r}-{c}.png"))
+    paths.append(_save(canvas, out_dir / "grid.png"))
+    return paths

@@ -1,0 +1,137 @@
+"""evaluate: FID and KID of the fine-tuned G_ema against the training set -> reports/metrics.json.
+
+Generated images come from fixed seeds (seed .. seed+N-1; each seed fixes its z and its noise),
+so two nights differ only by their models. Features come from StyleGAN2-ADA's TorchScript
+Inception (model/inception.py): no torchvision. Without weights the metrics are null with the
+reason, never a made-up number. Beside them: the dataset figures (images, rejects by stage and
+reason, duplicates), a grid of the first samples and a 2-D PCA of both feature sets (DVC plots).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.checkpoint import load_generator
+from model.inception import extract_features, load_detector
+from model.lpips import WeightsUnavailable, fetch_weights
+from model.metrics import fid, kid
+from styleforge.config import EvaluateParams
+from styleforge.grid import save_sheet
+from styleforge.io import atomic_write, atomic_write_json
+from styleforge.reports import read_report, report_path, timed
+
+MODEL = Path("data/finetune/model.pt")
+TRAIN_DIR = Path("data/train")
+METRICS = Path("reports/metrics.json")
+# samples.png, pca_real.csv, pca_generated.csv: a cached DVC output, pushed with each release so
+# that `dvc plots diff TAG1 TAG2` can set any two nights side by side
+PLOTS_DIR = Path("reports/evaluate")
+GRID_SAMPLES = 32
+
+
+def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report: dict = {"fid": None, "kid": None, "kid_std": None, "dataset": dataset_figures(root)}
+    with timed(report):
+        try:
+            weights = inception_weights(params, root)  # first: wrong weights fail before any work
+        except WeightsUnavailable as exc:
+            weights, report["skipped"] = None, f"no Inception weights: {exc}"
+        generator = load_generator(root / MODEL, map_location=device)
+        seeds = range(params.seed, params.seed + params.num_generated)
+        grid = torch.cat(list(generate(generator, seeds[:GRID_SAMPLES], params.batch_size, device)))
+        save_sheet(root / PLOTS_DIR / "samples.png", list(grid.permute(0, 2, 3, 1).numpy()),
+                   [f"seed {s}" for s in seeds[:GRID_SAMPLES]])
+        real = generated = np.empty((0, 2))  # no features: empty PCA plots, so DVC still finds its outputs
+        if weights is not None:
+            detector = load_detector(weights, device)
+            real = extract_features(detector, training_images(root / TRAIN_DIR, params.batch_size), device)
+            generated = extract_features(detector, generate(generator, seeds, params.batch_size, device), device)
+            report.update(score(real, generated, params))
+        write_pca(root / PLOTS_DIR, real, generated)
+    atomic_write_json(root / METRICS, {"stage": "evaluate", **report})
+    return report
+
+
+def inception_weights(params: EvaluateParams, root: Path) -> Path:
+    """The detector file; WeightsUnavailable (a skip, not a failure) when unset, missing or not downloadable.
+
+    Wrong weights (a sha256 mismatch) raise WeightsError: that is a failure, not a skip.
+    """
+    if params.inception is None:
+        raise WeightsUnavailable("set evaluate.inception")
+    return fetch_weights(params.inception, root / params.cache_dir, params.inception_sha256)
+
+
+def score(real: np.ndarray, generated: np.ndarray, params: EvaluateParams) -> dict:
+    kid_mean, kid_std = kid(real, generated, params.kid_subsets, params.kid_subset_size, seed=params.seed)
+    return {"fid": fid(real, generated), "kid": kid_mean, "kid_std": kid_std,
+            "num_real": len(real), "num_generated": len(generated)}
+
+
+def seeded_inputs(generator: torch.nn.Module, seeds: range) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """z and per-layer noise for each seed from its own RNG: image k depends on seed k alone."""
+    zs, noises = [], []
+    for seed in seeds:
+        rng = torch.Generator().manual_seed(seed)
+        zs.append(torch.randn(generator.style_dim, generator=rng))
+        noises.append([torch.randn(buffer.shape[1:], generator=rng) for buffer in generator.const_noise()])
+    return torch.stack(zs), [torch.stack(layer) for layer in zip(*noises)]
+
+
+@torch.inference_mode()
+def generate(generator: torch.nn.Module, seeds: range, batch_size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 RGB batches [B, 3, H, W], untruncated (psi 1), converted as StyleGAN2-ADA does."""
+    for start in range(0, len(seeds), batch_size):
+        z, noise = seeded_inputs(generator, seeds[start : start + batch_size])
+        images, _ = generator([z.to(device)], noise=[n.to(device) for n in noise])
+        yield (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
+
+
+def training_images(train_dir: Path, batch_size: int) -> Iterator[torch.Tensor]:
+    paths = sorted(train_dir.glob("*.png"))
+    if len(paths) < 2:
+        raise ValueError(f"{train_dir} holds {len(paths)} images: FID and KID need at least 2")
+    for start in range(0, len(paths), batch_size):
+        arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]]
+        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def write_pca(plots_dir: Path, real: np.ndarray, generated: np.ndarray) -> None:
+    """Both feature sets on the two main axes of their union: gaps show modes the model misses."""
+    both = np.concatenate([real, generated])
+    if len(both) >= 2:
+        centred = both - both.mean(axis=0)
+        projected = centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+    else:
+        projected = np.empty((0, 2))
+    for name, rows in (("pca_real.csv", projected[: len(real)]), ("pca_generated.csv", projected[len(real) :])):
+        atomic_write(plots_dir / name, lambda tmp, rows=rows: write_csv(tmp, rows))
+
+
+def write_csv(path: Path, rows: np.ndarray) -> None:
+    with path.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["pc1", "pc2"])
+        writer.writerows(np.round(rows, 6).tolist())
+
+
+def dataset_figures(root: Path) -> dict:
+    """What the model was trained on, from the dataset stages' own reports."""
+    dataset_json = root / TRAIN_DIR / "dataset.json"
+    figures: dict = {"images": len(json.loads(dataset_json.read_text())["images"]) if dataset_json.exists() else 0}
+    reports = {stage: read_report(stage, root) for stage in ("scrape", "faces", "augment")
+               if report_path(stage, root).exists()}
+    statuses = reports.get("scrape", {}).get("statuses", {})
+    figures["duplicates"] = statuses.get("duplicate", 0) + statuses.get("near_duplicate", 0)
+    figures["rejects"] = {"scrape": {status: n for status, n in statuses.items() if status != "ok" and n}}
+    for stage in ("faces", "augment"):
+        figures["rejects"][stage] = reports.get(stage, {}).get("rejects", {})
+    return figures

@@ -1,0 +1,159 @@
+"""portraits: photos -> data/portraits/<photo>/{input,reconstruction,portrait}.png + latent.npz,
+reports/portraits.png (input | reconstruction | portrait, one row per photo), reports/portraits.json.
+
+Each photo goes through the dataset's own face code (tasks.faces: load_image, find_faces with
+the faces section's settings, largest face kept), is projected into the base model's W or W+
+(model/project.py) and rendered twice: by the base model (the reconstruction; the report gives
+its distance to the input) and by the blended model (the portrait). A photo that cannot be read,
+is too big or has no usable face is reported with the reason and skipped; the others come out.
+
+The portrait is rendered with the blended model's own fixed noise, not the noise optimised
+against the base model: that noise has soaked up photo detail that would fight the new look.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from styleforge.config import FacesParams, PortraitsParams
+from styleforge.errors import UserError
+from styleforge.grid import save_sheet
+from styleforge.io import atomic_write
+from styleforge.reports import timed, write_report
+from tasks.faces import BadImage, find_faces, load_image
+
+BASE_MODEL = Path("data/base/model.pt")
+BLEND_MODEL = Path("data/blend/model.pt")
+PORTRAITS_DIR = Path("data/portraits")
+SHEET = Path("reports/portraits.png")
+
+
+class Skip(Exception):
+    """This photo yields no portrait; `reason` is short and stable, as in the faces report."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def run(params: PortraitsParams, faces: FacesParams, root: Path = Path(".")) -> dict:
+    """faces: the dataset's detection and alignment settings, so photos are framed like the training set."""
+    folder = root / params.photos
+    if not folder.is_dir():
+        raise UserError(f"{folder} not found: put the photos to render there (portraits.photos)")
+    photos = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    report = make_portraits(
+        photos, params, faces,
+        base_model=root / BASE_MODEL, blend_model=root / BLEND_MODEL,
+        out_dir=root / PORTRAITS_DIR, sheet_path=root / SHEET, lpips_cache=root / params.lpips.cache_dir,
+    )
+    write_report("portraits", report, root)
+    return {"stage": "portraits", **report}
+
+
+def make_portraits(
+    photos: list[Path],
+    params: PortraitsParams,
+    faces: FacesParams,
+    *,
+    base_model: Path,
+    blend_model: Path,
+    out_dir: Path,
+    sheet_path: Path,
+    lpips_cache: Path,
+) -> dict:
+    """Project and render every photo into out_dir, the contact sheet to sheet_path; the report."""
+    from model.checkpoint import load_generator  # the model code is heavy; import it only to run
+    from model.lpips import perceptual_distance
+
+    use_cuda = params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if use_cuda else "cpu")
+    report: dict = {"device": device.type, "w_plus": params.projection.w_plus, "steps": params.projection.steps}
+    with timed(report):
+        base = load_generator(base_model).to(device)
+        blended = load_generator(blend_model).to(device)
+        if base.config != blended.config:
+            raise ValueError(f"{base_model} and {blend_model} differ in shape: latents of one do not fit the other")
+        lpips = params.lpips
+        distance, report["distance"] = perceptual_distance(
+            lpips.vgg, lpips.lin, lpips_cache, lpips.vgg_sha256, lpips.lin_sha256
+        )
+        distance.to(device)
+        largest = faces.model_copy(update={"multi_face": "largest"})
+
+        results, tiles = [], []
+        for photo, name in zip(tqdm(photos, desc="portraits", unit="photo"), _unique_names(photos)):
+            start = time.perf_counter()
+            try:
+                face = aligned_face(photo, largest)
+            except Skip as skip:
+                results.append({"photo": str(photo), "status": "skipped", "reason": skip.reason})
+                continue
+            images, result = _portrait(face, base, blended, distance, params, out_dir / name, photo)
+            tiles += images
+            results.append({"photo": str(photo), "name": name, "status": "ok", **result,
+                            "seconds": round(time.perf_counter() - start, 2)})
+        _write_sheet(sheet_path, tiles, [r for r in results if r["status"] == "ok"], base.config.size)
+    return {**report, **_summary(results), "results": results}
+
+
+def aligned_face(photo: Path, faces: FacesParams) -> np.ndarray:
+    """The photo's face, found and aligned exactly as the dataset's faces are; or Skip."""
+    try:
+        rgb = load_image(photo, faces.max_pixels)
+    except BadImage as exc:
+        raise Skip(f"bad_image:{exc.reason}") from None
+    crops, rejects = find_faces(rgb, faces)
+    if not crops:
+        raise Skip(",".join(sorted({reject.reason for reject in rejects})) or "no_face")
+    return crops[0].image
+
+
+def _portrait(face, base, blended, distance, params: PortraitsParams, folder: Path, photo: Path):
+    from model.project import project, save_latent, to_tensor, to_uint8
+
+    target = to_tensor(face, base.config.size)
+    projection = project(base, target, distance, params.projection, seed=params.seed)
+    with torch.inference_mode():
+        portrait, _ = blended([projection.latent], input_is_latent=True, randomize_noise=False)
+    images = [to_uint8(target)[0], to_uint8(projection.images)[0], to_uint8(portrait)[0]]
+    for image, file in zip(images, ("input.png", "reconstruction.png", "portrait.png")):
+        atomic_write(folder / file, lambda tmp, image=image: Image.fromarray(image).save(tmp, format="PNG"))
+    value = round(projection.distance[0].item(), 5)
+    save_latent(folder / "latent.npz", projection, 0, distance=value, w_plus=params.projection.w_plus, photo=str(photo))
+    return images, {"distance": value, "start_distance": round(projection.history[0], 5)}
+
+
+def _unique_names(photos: list[Path]) -> list[str]:
+    """Output folder names: the file stem, with -2, -3 ... where stems repeat (a.jpg, a.png)."""
+    seen: Counter = Counter()
+    names = []
+    for photo in photos:
+        seen[photo.stem] += 1
+        names.append(photo.stem if seen[photo.stem] == 1 else f"{photo.stem}-{seen[photo.stem]}")
+    return names
+
+
+def _write_sheet(path: Path, tiles: list[np.ndarray], done: list[dict], size: int) -> None:
+    captions = [text for r in done for text in (r["name"], f"d={r['distance']:.3f}", "portrait")]
+    save_sheet(path, tiles, captions, tile=min(size, 256), cols=3)
+
+
+def _summary(results: list[dict]) -> dict:
+    done = [r for r in results if r["status"] == "ok"]
+    return {
+        "photos": len(results),
+        "portraits": len(done),
+        "skipped": len(results) - len(done),
+        "skip_reasons": dict(Counter(r["reason"] for r in results if r["status"] != "ok")),
+        "mean_distance": round(float(np.mean([r["distance"] for r in done])), 5) if done else None,
+        "seconds_per_photo": round(float(np.mean([r["seconds"] for r in done])), 2) if done else None,
+    }
+
