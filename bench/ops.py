@@ -21,7 +21,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.ops import backend, fused_leaky_relu, fused_leaky_relu_ref, upfirdn2d, upfirdn2d_ref  # noqa: E402
+from model.ops import (  # noqa: E402
+    backend,
+    fused_leaky_relu,
+    fused_leaky_relu_ref,
+    upfirdn2d,
+    upfirdn2d_ref,
+)
 
 TARGETS = {"fused_bias_act": 1.5, "upfirdn2d": 1.0}
 

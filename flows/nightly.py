@@ -24,9 +24,9 @@ from prefect.artifacts import create_markdown_artifact
 from flows.dataset import repro_stage
 from flows.pipeline import pipeline_order, repro
 from styleforge.config import NightlyParams, load_params
+from styleforge.errors import UserError
 from styleforge.release import Outcome, read_metrics, release
 from styleforge.reports import report_path, write_report
-from styleforge.errors import UserError
 
 LOCK_DIR = Path(".dvc/tmp")  # DVC's own scratch folder: git-ignored, never cached
 

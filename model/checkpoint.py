@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from model.networks import Discriminator, Generator, ModelConfig
-from styleforge.io import atomic_write
 from styleforge.errors import UserError
+from styleforge.io import atomic_write
 
 FORMAT = "styleforge-checkpoint/1"
 MEAN_LATENT_SAMPLES = 4096  # rosinality's generate.py default for its truncation centre

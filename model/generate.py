@@ -1,8 +1,9 @@
-"""Render images from a generator: one PNG per latent plus a grid, and style-mixing grids.
+"""Render images from a generator: one PNG per latent plus a grid (style mixing: model/sefa.py).
 
-Seeds become z as NVIDIA's generate.py draws them (`RandomState(seed).randn(style_dim)`), so a
-seed names the same latent there and here. Random noise is drawn from the image's own seed, so
-an image does not depend on which batch it was rendered in.
+Seeds become z as NVIDIA's generate.py draws them (`RandomState(seed).randn(style_dim)`, in
+`seed_z`), so a seed names the same latent there and in every styleforge command and stage.
+Random noise is drawn from the image's own seed, so an image does not depend on which batch it
+was rendered in.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from model.checkpoint import load_generator
 from model.networks import Generator
 
 NOISE_MODES = ("random", "const", "none")
-MIX_STYLES = range(0, 7)  # NVIDIA's style_mixing.py default: the coarse layers, up to 32x32
 
 
-def seed_latents(seeds: Sequence[int], style_dim: int) -> np.ndarray:
+def seed_z(seeds: Sequence[int], style_dim: int) -> np.ndarray:
+    """z [N, style_dim] of seeds, as NVIDIA draws it: every part of styleforge names a face by its seed so."""
     return np.stack([np.random.RandomState(seed).randn(style_dim) for seed in seeds]).astype(np.float32)
 
 
@@ -110,7 +111,7 @@ def generate(
         raise ValueError("give seeds or z, not both")
     g = _generator(checkpoint, device)
     if z is None:
-        z, names, noise_seeds = seed_latents(seeds, g.style_dim), [f"seed{s:04d}" for s in seeds], list(seeds)
+        z, names, noise_seeds = seed_z(seeds, g.style_dim), [f"seed{s:04d}" for s in seeds], list(seeds)
     else:
         z = np.asarray(z, dtype=np.float32)
         z = z[None] if z.ndim == 1 else z
@@ -123,56 +124,4 @@ def generate(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [_save(image, out_dir / f"{name}.png") for name, image in zip(names, images)]
     paths.append(_save(image_grid(images), out_dir / "grid.png"))
-    return paths
-
-
-def mix(
-    checkpoint: str | Path | Generator,
-    out_dir: str | Path,
-    row_seeds: Sequence[int],
-    col_seeds: Sequence[int],
-    styles: Sequence[int] = MIX_STYLES,
-    truncation: float = 1.0,
-    noise_mode: str = "const",
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-) -> list[Path]:
-    """Style-mixing grid as NVIDIA's style_mixing.py draws it.
-
-    Cell (row, col) is the row seed's W with the layers in `styles` taken from the col seed;
-    the top row and left column show the unmixed col and row images. Writes ROW-COL.png per
-    cell and grid.png; returns them all.
-    """
-    g = _generator(checkpoint, device)
-    styles = [s for s in styles if 0 <= s < g.n_latent]
-    if not styles or not row_seeds or not col_seeds:
-        raise ValueError(f"need row seeds, col seeds and styles within 0..{g.n_latent - 1}")
-    seeds = list(dict.fromkeys([*row_seeds, *col_seeds]))
-    latents = dict(zip(seeds, _latents(g, seed_latents(seeds, g.style_dim), truncation)))
-
-    cells = [(r, c) for r in row_seeds for c in col_seeds]
-    mixed = []
-    for r, c in cells:
-        latent = latents[r].clone()
-        latent[styles] = latents[c][styles]
-        mixed.append(latent)
-    # a cell's noise follows its row seed: only the styles differ along a row
-    plain = to_uint8(render(g, torch.stack([latents[s] for s in seeds]), noise_mode, seeds, batch_size))
-    mixed_images = to_uint8(render(g, torch.stack(mixed), noise_mode, [r for r, _ in cells], batch_size))
-
-    size = g.size
-    canvas = np.zeros(((len(row_seeds) + 1) * size, (len(col_seeds) + 1) * size, 3), dtype=np.uint8)
-    plain_by_seed = dict(zip(seeds, plain))
-    for j, c in enumerate(col_seeds):
-        canvas[:size, (j + 1) * size : (j + 2) * size] = plain_by_seed[c]
-    for i, r in enumerate(row_seeds):
-        canvas[(i + 1) * size : (i + 2) * size, :size] = plain_by_seed[r]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, ((r, c), image) in enumerate(zip(cells, mixed_images)):
-        i, j = divmod(k, len(col_seeds))
-        canvas[(i + 1) * size : (i + 2) * size, (j + 1) * size : (j + 2) * size] = image
-        paths.append(_save(image, out_dir / f"{r}-{c}.png"))
-    paths.append(_save(canvas, out_dir / "grid.png"))
     return paths

@@ -7,7 +7,7 @@ with `torch.jit.load` alone, takes uint8 RGB images [N, 3, H, W] of any size (it
 torchvision (which has no CPU build here) and no hand-ported network are needed, and the figures
 match NVIDIA's. NVIDIA publishes it at
 https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt;
-params.yaml names a path or URL (`evaluate.inception`), fetched once by model.lpips.fetch_weights.
+params.yaml names a path or URL (`evaluate.inception`), fetched once by styleforge.fetch.
 """
 
 from __future__ import annotations

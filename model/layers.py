@@ -49,20 +49,6 @@ class Upsample(nn.Module):
         return upfirdn2d(input, self.kernel, up=self.factor, down=1, pad=self.pad)
 
 
-class Downsample(nn.Module):
-    """2x downsampling by FIR filtering and decimation."""
-
-    def __init__(self, kernel: Sequence[float], factor: int = 2):
-        super().__init__()
-        self.factor = factor
-        self.register_buffer("kernel", make_kernel(kernel))
-        p = self.kernel.shape[0] - factor
-        self.pad = ((p + 1) // 2, p // 2)
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return upfirdn2d(input, self.kernel, up=1, down=self.factor, pad=self.pad)
-
-
 class Blur(nn.Module):
     """FIR low-pass filter applied around a strided (transposed) convolution."""
 

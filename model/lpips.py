@@ -3,8 +3,8 @@
 The trunk is torchvision's `vgg16().features` rebuilt layer for layer, so a torchvision VGG16
 state dict (`features.N.weight`, `features.N.bias`) loads as it is; the five learned 1x1 heads
 load from the LPIPS `vgg.pth` (`lin0.model.1.weight` ... `lin4`). Both come from a path or a
-URL, are downloaded once into a cache and checked against a sha256 (or its leading hex digits,
-the torchvision file-name convention) where one is given.
+URL, through styleforge.fetch: downloaded once into a cache and checked against a sha256 (or its
+leading hex digits, the torchvision file-name convention) where one is given.
 
 Where no weights can be had, `perceptual_distance` falls back to `MultiScalePixelDistance`
 (pixel MSE over an image pyramid) and says so in one warning: it reconstructs colours and
@@ -13,16 +13,15 @@ layout, not the texture detail LPIPS rewards.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
 from styleforge.errors import UserError
+from styleforge.fetch import Unavailable, fetch
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 LPIPS_LIN_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
@@ -36,52 +35,7 @@ EPS = 1e-10  # LPIPS' normalize_tensor epsilon
 
 
 class WeightsError(UserError, RuntimeError):
-    """Weights were found but are not the ones asked for (checksum or layout mismatch)."""
-
-
-class WeightsUnavailable(RuntimeError):
-    """Weights could not be had at all (no file, no network); a fallback may be used."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verify(path: Path, sha256: str | None) -> None:
-    if sha256 and not _sha256(path).startswith(sha256.lower()):
-        raise WeightsError(f"{path}: sha256 does not start with {sha256}; delete it if it is a stale download")
-
-
-def fetch_weights(source: str, cache_dir: str | Path, sha256: str | None = None) -> Path:
-    """A local file for source: a path, or a URL (http, https, file) downloaded once into cache_dir."""
-    if urlparse(source).scheme not in ("http", "https", "file"):
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(f"{path} does not exist")
-        _verify(path, sha256)
-        return path
-
-    cache = Path(cache_dir)
-    # keyed by the URL too: LPIPS' v0.0 and v0.1 heads are both called vgg.pth
-    url_key = hashlib.sha256(source.encode()).hexdigest()[:16]
-    path = cache / f"{url_key}-{Path(urlparse(source).path).name}"
-    if not path.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            torch.hub.download_url_to_file(source, str(partial), progress=True)
-            _verify(partial, sha256)  # a bad download never takes the cached name
-            os.replace(partial, path)
-        except OSError as exc:  # URLError is an OSError: no network, 404, refused
-            raise WeightsUnavailable(f"cannot download {source}: {exc}") from None
-        finally:
-            partial.unlink(missing_ok=True)
-    _verify(path, sha256)
-    return path
+    """Weights were found but do not fit VGG16/LPIPS (a checksum mismatch is styleforge.fetch's FetchError)."""
 
 
 class VGG16Features(nn.Module):
@@ -193,9 +147,9 @@ class MultiScalePixelDistance(nn.Module):
 def load_lpips(
     vgg: str, lin: str, cache_dir: str | Path, vgg_sha256: str | None = None, lin_sha256: str | None = None
 ) -> LPIPS:
-    """LPIPS with its weights from paths or URLs; raises WeightsUnavailable or WeightsError."""
-    vgg_state = _read_state(fetch_weights(vgg, cache_dir, vgg_sha256))
-    lin_state = _read_state(fetch_weights(lin, cache_dir, lin_sha256))
+    """LPIPS with its weights from paths or URLs; raises Unavailable, FetchError or WeightsError."""
+    vgg_state = _read_state(fetch(vgg, cache_dir, vgg_sha256))
+    lin_state = _read_state(fetch(lin, cache_dir, lin_sha256))
     return LPIPS.from_state_dicts(vgg_state, lin_state)
 
 
@@ -224,7 +178,7 @@ def perceptual_distance(
     if vgg and lin:
         try:
             return load_lpips(vgg, lin, cache_dir, vgg_sha256, lin_sha256), "lpips_vgg"
-        except WeightsUnavailable as exc:
+        except Unavailable as exc:
             reason = str(exc)
     warnings.warn(
         f"LPIPS unavailable ({reason}); projecting with the multi-scale pixel MSE fallback, which "

@@ -152,12 +152,6 @@ def to_tensor(rgb: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[N, 3, H, W] in [-1, 1] as [N, H, W, 3] uint8, rounded (rosinality truncates)."""
-    scaled = (images.detach().float().clamp(-1, 1) + 1) * 127.5
-    return scaled.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def save_latent(path: str | Path, projection: Projection, index: int, **metadata) -> Path:
     """One projected sample as .npz: `latent` [n_latent, D] W+, `noise_K` maps, plus metadata."""
     arrays = {"latent": projection.latent[index].cpu().numpy()}

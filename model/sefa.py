@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.generate import seed_z, to_uint8
 from model.networks import Generator
 from styleforge.io import atomic_write
 
@@ -88,9 +89,9 @@ def mix(photo: torch.Tensor, other: torch.Tensor, layers: range) -> torch.Tensor
 
 @torch.inference_mode()
 def seed_latents(generator: Generator, seeds: list[int], truncation: float = 1.0) -> torch.Tensor:
-    """W+ [N, n_latent, D] of seeds; z drawn as tasks/evaluate.py draws it, so seed k is one face
+    """W+ [N, n_latent, D] of seeds, z drawn by model.generate.seed_z so that seed k is one face
     everywhere; truncated toward the model's w_avg."""
-    z = torch.stack([torch.randn(generator.style_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    z = torch.from_numpy(seed_z(seeds, generator.style_dim))
     w = generator.style(z.to(generator.w_avg.device))
     if truncation < 1:  # as the generator's forward: psi 1 leaves w bit for bit
         w = generator.truncate(w, truncation)
@@ -100,8 +101,6 @@ def seed_latents(generator: Generator, seeds: list[int], truncation: float = 1.0
 @torch.inference_mode()
 def render(generator: Generator, latents: torch.Tensor, chunk: int = 8) -> list[np.ndarray]:
     """RGB uint8 images of W+ latents [N, n_latent, D], with the model's fixed noise."""
-    from model.project import to_uint8
-
     device = generator.input.input.device
     images = []
     for part in latents.split(chunk):
@@ -125,16 +124,17 @@ def edit_grid(
 
 
 def mix_grid(
-    generator: Generator, photos: torch.Tensor, others: torch.Tensor, layers: tuple[int, int]
+    generator: Generator, rows: torch.Tensor, cols: torch.Tensor, layers: tuple[int, int]
 ) -> tuple[list[np.ndarray], int]:
-    """Style-mixing table: a blank corner, the others across the top, the photos down the side,
-    each cell the row's photo with the column's latents in `layers`. Images and column count."""
+    """Style-mixing table of W+ latents, laid out as NVIDIA's style_mixing.py lays it: a blank
+    corner, the plain cols across the top, the plain rows down the side, each cell the row's
+    latent with the col's entries in `layers`. Images row by row, and the column count."""
     chosen = _checked(layers, generator.n_latent)  # W+ entries: the last one feeds only the final ToRGB
-    cells = [mix(photos[r : r + 1], others[c : c + 1], chosen) for r in range(len(photos)) for c in range(len(others))]
-    tops, sides = render(generator, others), render(generator, photos)
+    cells = [mix(rows[r : r + 1], cols[c : c + 1], chosen) for r in range(len(rows)) for c in range(len(cols))]
+    tops, sides = render(generator, cols), render(generator, rows)
     rendered = render(generator, torch.cat(cells))
     blank = np.zeros_like(tops[0])
     images = [blank, *tops]
     for r, side in enumerate(sides):
-        images += [side, *rendered[r * len(others) : (r + 1) * len(others)]]
-    return images, len(others) + 1
+        images += [side, *rendered[r * len(cols) : (r + 1) * len(cols)]]
+    return images, len(cols) + 1

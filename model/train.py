@@ -43,9 +43,10 @@ from model import losses
 from model.ada import AdaptiveAugment
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.freeze import freeze
+from model.generate import to_uint8
 from model.networks import Discriminator, Generator, ModelConfig, mixing_noise
-from styleforge.grid import save_sheet
 from styleforge.errors import UserError
+from styleforge.grid import save_sheet, tile_for
 
 if TYPE_CHECKING:
     from styleforge.config import TrainParams
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PL_DECAY = 0.01  # path-length running-mean decay (StyleGAN2)
 LATEST = "latest.pt"
-SAMPLE_TILE = 128  # smallest side of one image in a sample grid
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -466,7 +466,7 @@ class Trainer:
     def write_samples(self, live=None) -> None:
         """G_ema on the fixed z (constant noise), and beside the reference G on the same z."""
         tuned = render(self.g_ema, self.sample_z)
-        tile = max(SAMPLE_TILE, min(self.nets.config.size, 256))
+        tile = tile_for(self.nets.config.size)
         save_sheet(self.outputs.samples_png, tuned, tile=tile, cols=8)
         if live:
             live.log_image("samples.png", self.outputs.samples_png)
@@ -479,16 +479,9 @@ class Trainer:
 
 @torch.no_grad()
 def render(g: Generator, z: torch.Tensor, chunk: int = 8) -> list[np.ndarray]:
-    """uint8 HWC images of g on z with g's constant noise, so a grid depends on z alone.
-
-    Images smaller than SAMPLE_TILE are enlarged (nearest) so a grid of tiny models is legible.
-    """
+    """uint8 HWC images of g on z with g's constant noise, so a grid depends on z alone."""
     images = []
     for part in z.split(chunk):
         out, _ = g([part], randomize_noise=False)
-        out = ((out.float().clamp(-1, 1) + 1) * 127.5).round().byte()
-        if out.shape[-1] < SAMPLE_TILE:
-            factor = SAMPLE_TILE // out.shape[-1]
-            out = out.repeat_interleave(factor, 2).repeat_interleave(factor, 3)
-        images += list(out.permute(0, 2, 3, 1).cpu().numpy())
+        images += list(to_uint8(out))
     return images

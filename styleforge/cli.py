@@ -54,6 +54,24 @@ def dataset(
         typer.echo("nothing changed: the dataset is up to date, no work done")
 
 
+@app.command()
+def finetune(
+    force: bool = typer.Option(False, "--force", help="rerun the stage even if DVC finds it up to date"),
+    timeout: float | None = typer.Option(None, help="seconds before the run (its whole process group) is ended"),
+    root: Path = typer.Option(Path("."), help="project root (holds dvc.yaml and params.yaml)"),
+) -> None:
+    """Fine-tune data/base/model.pt on data/train: a Prefect flow over `dvc repro finetune`, with retries."""
+    from flows.finetune import finetune_flow
+    from styleforge.config import ParamsError, load_params
+
+    try:
+        load_params(root / "params.yaml")
+    except ParamsError as exc:
+        _fail(str(exc))
+    ran = finetune_flow(root=str(root), force=force, timeout_s=timeout)
+    typer.echo("finetune ran: data/finetune/model.pt" if ran else "finetune is up to date: no work done")
+
+
 @app.command("sample-site")
 def sample_site(port: int = typer.Option(8765, help="port on 127.0.0.1")) -> None:
     """Serve the embedded sample site (real photos from installed packages) until Ctrl-C."""
@@ -140,17 +158,26 @@ def _span(text: str, what: str) -> tuple[int, int]:
     return start, stop
 
 
-def _latents(generator, seeds: str, latent_files: list[Path], truncation: float):
-    """W+ latents of the seeds (comma-separated) and of projected .npz files, in that order."""
+def _seed_list(text: str, option: str, required: bool = True) -> list[int]:
+    """The comma-separated seeds of option; '' is none, which fails where seeds are required."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"{option}: expected integers separated by commas, got {text!r}")
+    if required and not seeds:
+        _fail(f"{option}: no seeds given")
+    return seeds
+
+
+def _latents(generator, seeds: str, option: str, latent_files: list[Path], truncation: float):
+    """W+ latents of the seeds in option (comma-separated) and of projected .npz files, in that order;
+    the seeds may be left out where latent files are given."""
     import torch
 
     from model.project import load_latent
     from model.sefa import seed_latents
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        _fail(f"--seeds: expected integers separated by commas, got {seeds!r}")
+    seed_list = _seed_list(seeds, option, required=not latent_files)
     parts = [seed_latents(generator, seed_list, truncation)] if seed_list else []
     for path in latent_files:
         try:
@@ -161,8 +188,6 @@ def _latents(generator, seeds: str, latent_files: list[Path], truncation: float)
             expected = [generator.n_latent, generator.style_dim]
             _fail(f"{path}: latent {list(latent.shape)} does not fit this model, which takes {expected}")
         parts.append(latent[None].to(generator.w_avg.device))
-    if not parts:
-        _fail("nothing to render: give --seeds and/or --latent files")
     return torch.cat(parts)
 
 
@@ -214,7 +239,7 @@ def edit(
 
     from model.checkpoint import CheckpointError, load_generator
     from model.sefa import Directions, edit_grid, factorize
-    from styleforge.grid import save_sheet
+    from styleforge.grid import save_sheet, tile_for
 
     first, stop = _span(directions, "--directions")
     try:
@@ -224,49 +249,40 @@ def edit(
         _fail(str(exc))
     if not 0 <= first < stop <= len(chosen.vectors):
         _fail(f"--directions {directions}: {len(chosen.vectors)} directions available")
-    latents = _latents(generator, seeds, latent, truncation)
+    latents = _latents(generator, seeds, "--seeds", latent, truncation)
     degrees = [float(d) for d in np.linspace(-degree, degree, steps)]
     images, captions = edit_grid(generator, latents, chosen, list(range(first, stop)), degrees)
-    save_sheet(out, images, captions, tile=min(generator.size, 256), cols=steps)
+    save_sheet(out, images, captions, tile=tile_for(generator.size), cols=steps)
     typer.echo(f"{out}: {len(latents)} latents x directions {first}..{stop - 1} on layers {chosen.layers}")
 
 
 @app.command()
 def mix(
-    latent: list[Path] = typer.Argument(..., help="projected latent .npz files from portraits (the rows)"),
-    seeds: str = typer.Option("0,1,2,3", help="seeds for the columns, comma-separated"),
-    layers: str = typer.Option("0:4", help="W+ entries START:STOP taken from the seed (0:4 = 4x4 and 8x8)"),
-    model: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
+    rows: str = typer.Option("", help="row seeds, comma-separated: they keep their other styles"),
+    latent: list[Path] = typer.Option([], help="projected latent .npz from portraits: one more row (repeatable)"),
+    cols: str = typer.Option("0,1,2,3", help="column seeds, comma-separated: they give the STYLES entries"),
+    styles: str = typer.Option("0:7", help="W+ entries START:STOP taken from the column (0:7 = up to 32x32, NVIDIA's)"),
+    checkpoint: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
     truncation: float = typer.Option(0.7, help="psi for the seeds"),
-    out: Path = typer.Option(Path("reports/mix.png"), help="the table"),
+    out: Path = typer.Option(Path("reports/mix.png"), help="the grid, plain columns on top and plain rows at the side"),
 ) -> None:
-    """Style mixing: each projected photo with each seed's styles in LAYERS."""
+    """Style-mixing grid: rows (seeds and/or projected photos) with each column seed's STYLES."""
     from model.checkpoint import CheckpointError, load_generator
     from model.sefa import mix_grid
-    from styleforge.grid import save_sheet
+    from styleforge.grid import save_sheet, tile_for
 
     try:
-        generator = load_generator(model)
+        generator = load_generator(checkpoint)
     except CheckpointError as exc:
         _fail(str(exc))
-    photos = _latents(generator, "", latent, truncation)
-    others = _latents(generator, seeds, [], truncation)
+    row_latents = _latents(generator, rows, "--rows", latent, truncation)
+    col_latents = _latents(generator, cols, "--cols", [], truncation)
     try:
-        images, cols = mix_grid(generator, photos, others, _span(layers, "--layers"))
+        images, columns = mix_grid(generator, row_latents, col_latents, _span(styles, "--styles"))
     except ValueError as exc:
         _fail(str(exc))
-    save_sheet(out, images, None, tile=min(generator.size, 256), cols=cols)
-    typer.echo(f"{out}: {len(photos)} photos x {len(others)} seeds, W+ {layers} from the seeds")
-
-
-def _seed_list(text: str, option: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        _fail(f"{option}: expected integers separated by commas, got {text!r}")
-    if not seeds:
-        _fail(f"{option}: no seeds given")
-    return seeds
+    save_sheet(out, images, None, tile=tile_for(generator.size), cols=columns)
+    typer.echo(f"{out}: {len(row_latents)} rows x {len(col_latents)} seeds, W+ {styles} from the seeds")
 
 
 def _device(name: str | None) -> str:
@@ -302,32 +318,6 @@ def generate(
     except (CheckpointError, OSError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"{len(paths) - 1} images and {paths[-1]} written")
-
-
-@app.command("mix-seeds")
-def mix_seeds(
-    checkpoint: Path = typer.Option(..., help="our checkpoint or a rosinality .pt"),
-    out: Path = typer.Option(..., "--out", help="folder for ROW-COL.png cells and grid.png"),
-    rows: str = typer.Option(..., help="row seeds, comma-separated: they keep their other styles"),
-    cols: str = typer.Option(..., help="column seeds, comma-separated: they give the STYLES layers"),
-    styles: str = typer.Option("0:7", help="W+ entries START:STOP taken from the column seed (0:7 = up to 32x32)"),
-    truncation: float = typer.Option(1.0, help="psi"),
-    noise: str = typer.Option("const", help="random | const | none"),
-    device: str | None = typer.Option(None, help="cpu or cuda [default: cuda if available]"),
-) -> None:
-    """Style-mixing grid of seeds, as NVIDIA's style_mixing.py draws it."""
-    from model.checkpoint import CheckpointError
-    from model.generate import mix as mix_grid
-
-    start, stop = _span(styles, "--styles")
-    try:
-        paths = mix_grid(
-            checkpoint, out, _seed_list(rows, "--rows"), _seed_list(cols, "--cols"), styles=range(start, stop),
-            truncation=truncation, noise_mode=noise, device=_device(device),
-        )
-    except (CheckpointError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(f"{paths[-1]}: {len(paths) - 1} mixed cells")
 
 
 @app.command()

@@ -11,6 +11,18 @@ from PIL import Image, ImageDraw
 from styleforge.io import atomic_write
 
 
+def tile_for(image_size: int) -> int:
+    """The tile side for a grid of model outputs: tiny models enlarged, big ones shrunk to 256."""
+    return max(128, min(image_size, 256))
+
+
+def fit(image: Image.Image, tile: int) -> Image.Image:
+    """Scale to fit a tile, up as well as down: a 32x32 sample should be seen, not squinted at."""
+    scale = tile / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
+
+
 def contact_sheet(
     images: Sequence[np.ndarray], captions: Sequence[str] | None = None, tile: int = 128, cols: int = 8
 ) -> Image.Image:
@@ -21,8 +33,7 @@ def contact_sheet(
     sheet = Image.new("RGB", (cols * tile, rows * (tile + caption_h)), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
     for index, array in enumerate(images):
-        thumb = Image.fromarray(np.asarray(array)).convert("RGB")
-        thumb.thumbnail((tile, tile))
+        thumb = fit(Image.fromarray(np.asarray(array)).convert("RGB"), tile)
         x, y = (index % cols) * tile, (index // cols) * (tile + caption_h)
         sheet.paste(thumb, (x + (tile - thumb.width) // 2, y + (tile - thumb.height) // 2))
         if captions:

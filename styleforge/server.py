@@ -88,7 +88,10 @@ def running_server(home: Path, port: int, log_path: Path | None = None) -> Itera
 
 def nightly_deployment(root: Path, nightly: NightlyParams):
     """The nightly flow on nightly.cron in nightly.timezone, for root, one run at a time."""
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
     from prefect.flows import EntrypointType
     from prefect.schedules import Cron
 

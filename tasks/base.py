@@ -9,62 +9,28 @@ resumable from data/base_ckpt/<run key>/ like the finetune stage.
 
 from __future__ import annotations
 
-import hashlib
-import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import requests
 import torch
-from tqdm import tqdm
 
-from model.checkpoint import NO_D_NOTE, CheckpointError, build_networks, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    NO_D_NOTE,
+    CheckpointError,
+    build_networks,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.networks import ModelConfig
 from model.train import Networks, Outputs, Trainer
 from styleforge.config import BaseParams
-from styleforge.io import atomic_write
+from styleforge.fetch import FetchError, fetch, file_sha256
 from styleforge.reports import timed, write_report
-from tasks.finetune import file_sha256, run_checkpoint_dir, run_key
+from tasks.finetune import run_checkpoint_dir, run_key
 
 MODEL = Path("data/base/model.pt")
 CHECKPOINTS = Path("data/base_ckpt")
 LIVE_DIR = Path("dvclive/base")
 SAMPLES = Path("reports/base_samples.png")
-
-
-def fetch(source: str, cache_dir: Path, root: Path) -> Path:
-    """A local checkpoint path, or the cached download of an http(s) URL (fetched once)."""
-    if not source.startswith(("http://", "https://")):
-        path = Path(source) if Path(source).is_absolute() else root / source
-        if not path.is_file():
-            raise CheckpointError(f"base.checkpoint: {path} does not exist")
-        return path
-    name = Path(urlsplit(source).path).name or "checkpoint"
-    path = cache_dir / f"{hashlib.sha256(source.encode()).hexdigest()[:12]}-{name}"
-    if path.is_file():
-        return path
-
-    def download(tmp: Path) -> None:
-        with requests.get(source, stream=True, timeout=60) as response:
-            response.raise_for_status()
-            total = int(response.headers.get("content-length", 0)) or None
-            with tmp.open("wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr) as bar:
-                for block in response.iter_content(1 << 20):
-                    f.write(block)
-                    bar.update(len(block))
-
-    try:
-        return atomic_write(path, download)
-    except requests.RequestException as exc:
-        raise CheckpointError(f"base.checkpoint: download of {source} failed: {exc}") from None
-
-
-def verify(path: Path, expected: str | None) -> str:
-    actual = file_sha256(path)
-    if expected and actual != expected:
-        raise CheckpointError(f"{path}: SHA-256 is {actual}, base.sha256 says {expected} "
-                              "(a corrupt or different file; delete it to download again)")
-    return actual
 
 
 def load_any(path: Path):
@@ -77,8 +43,11 @@ def load_any(path: Path):
 
 
 def from_checkpoint(params: BaseParams, root: Path) -> dict:
-    path = fetch(params.checkpoint, root / params.cache_dir, root)
-    sha256 = verify(path, params.sha256)
+    try:
+        path = fetch(params.checkpoint, root / params.cache_dir, params.sha256, root)
+    except FetchError as exc:
+        raise CheckpointError(f"base.checkpoint: {exc}") from None
+    sha256 = file_sha256(path)
     ckpt = load_any(path)
     d = None if NO_D_NOTE in ckpt.notes else ckpt.d  # a missing D stays visible to the finetune stage
     save_checkpoint(root / MODEL, ckpt.config, ckpt.g, d, ckpt.g_ema, step=ckpt.step, augment=ckpt.augment)

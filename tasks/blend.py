@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from styleforge.config import BlendParams
-from styleforge.grid import save_sheet
+from styleforge.grid import save_sheet, tile_for
 from styleforge.reports import timed, write_report
 
 BASE_MODEL = Path("data/base/model.pt")
@@ -26,7 +24,9 @@ SWEEP_RESOLUTIONS = (8, 16, 32, 64, 128)
 
 
 def run(params: BlendParams, root: Path = Path(".")) -> dict:
-    from model.blend import blend_generators  # the model code is heavy; import it only to run
+    from model.blend import (
+        blend_generators,  # the model code is heavy; import it only to run
+    )
     from model.checkpoint import load_checkpoint, load_generator, save_checkpoint
     from model.sefa import factorize
 
@@ -78,5 +78,5 @@ def write_sweep(base, finetuned, params: BlendParams, path: Path) -> list[str]:
         for name, rendered in columns.items():
             images.append(rendered[row])
             captions.append(f"{seed}: {name}")
-    save_sheet(path, images, captions, tile=min(size, 256), cols=len(columns))
+    save_sheet(path, images, captions, tile=tile_for(size), cols=len(columns))
     return list(columns)

@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from model.checkpoint import load_generator
+from model.generate import seed_z
 from model.inception import extract_features, load_detector
-from model.lpips import WeightsUnavailable, fetch_weights
 from model.metrics import fid, kid
 from styleforge.config import EvaluateParams
+from styleforge.fetch import Unavailable, fetch
 from styleforge.grid import save_sheet
 from styleforge.io import atomic_write, atomic_write_json
 from styleforge.reports import read_report, report_path, timed
@@ -42,7 +43,7 @@ def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
     with timed(report):
         try:
             weights = inception_weights(params, root)  # first: wrong weights fail before any work
-        except WeightsUnavailable as exc:
+        except Unavailable as exc:
             weights, report["skipped"] = None, f"no Inception weights: {exc}"
         generator = load_generator(root / MODEL, map_location=device)
         seeds = range(params.seed, params.seed + params.num_generated)
@@ -61,13 +62,13 @@ def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
 
 
 def inception_weights(params: EvaluateParams, root: Path) -> Path:
-    """The detector file; WeightsUnavailable (a skip, not a failure) when unset, missing or not downloadable.
+    """The detector file; Unavailable (a skip, not a failure) when unset, missing or not downloadable.
 
-    Wrong weights (a sha256 mismatch) raise WeightsError: that is a failure, not a skip.
+    Wrong weights (a sha256 mismatch) raise FetchError: that is a failure, not a skip.
     """
     if params.inception is None:
-        raise WeightsUnavailable("set evaluate.inception")
-    return fetch_weights(params.inception, root / params.cache_dir, params.inception_sha256)
+        raise Unavailable("set evaluate.inception")
+    return fetch(params.inception, root / params.cache_dir, params.inception_sha256, root)
 
 
 def score(real: np.ndarray, generated: np.ndarray, params: EvaluateParams) -> dict:
@@ -77,13 +78,14 @@ def score(real: np.ndarray, generated: np.ndarray, params: EvaluateParams) -> di
 
 
 def seeded_inputs(generator: torch.nn.Module, seeds: range) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """z and per-layer noise for each seed from its own RNG: image k depends on seed k alone."""
-    zs, noises = [], []
+    """z (model.generate.seed_z: seed k is the face `styleforge generate` draws for k) and per-layer
+    noise from each seed's own torch RNG: image k depends on seed k alone, not on its batch."""
+    z = torch.from_numpy(seed_z(seeds, generator.style_dim))
+    noises = []
     for seed in seeds:
         rng = torch.Generator().manual_seed(seed)
-        zs.append(torch.randn(generator.style_dim, generator=rng))
         noises.append([torch.randn(buffer.shape[1:], generator=rng) for buffer in generator.const_noise()])
-    return torch.stack(zs), [torch.stack(layer) for layer in zip(*noises)]
+    return z, [torch.stack(layer) for layer in zip(*noises)]
 
 
 @torch.inference_mode()
@@ -92,6 +94,8 @@ def generate(generator: torch.nn.Module, seeds: range, batch_size: int, device: 
     for start in range(0, len(seeds), batch_size):
         z, noise = seeded_inputs(generator, seeds[start : start + batch_size])
         images, _ = generator([z.to(device)], noise=[n.to(device) for n in noise])
+        # not model.generate.to_uint8 (rounding): StyleGAN2-ADA's metrics truncate x*127.5+128, and
+        # FID and KID shift with the conversion, so ours stay comparable with NVIDIA's published figures
         yield (images * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu()
 
 

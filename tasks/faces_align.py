@@ -24,6 +24,10 @@ CENTRE_BELOW_EYES = 0.1  # in eye distances, along the face's downward axis
 BOX_EYE_LINE = 0.38
 BOX_EYE_DISTANCE = 0.40
 LANCZOS_RADIUS = 4  # source pixels the interpolation kernel reads beyond the crop
+# FFHQ's padding finish, as fractions of the crop side: the blur's sigma, and the distance
+# outside the photo over which the padding fades to the crop's median colour.
+PAD_BLUR = 0.02
+PAD_FADE = 0.3
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,18 @@ def box_geometry(box: tuple[float, float, float, float], margin: float) -> CropG
 def align_face(rgb: np.ndarray, geometry: CropGeometry, resolution: int) -> np.ndarray:
     """Cut the geometry's square out of rgb as a resolution x resolution RGB image.
 
-    One uniform scale (never stretched); parts outside the photo are mirrored from inside it.
-    Enlarging turns and scales in one Lanczos warp. Shrinking turns at the photo's own scale (the
-    interpolation's softening then falls on detail that is averaged away next) and area-averages
-    down; a face over twice the output's size is first block-averaged by a whole factor, which
-    bounds that work.
+    One uniform scale (never stretched). Parts outside the photo are mirrored from inside it,
+    then, as FFHQ does, blurred and faded towards the crop's median colour the further out they
+    are: a mirrored face or edge is otherwise learned as content.
     """
+    return _soften_padding(_resample(rgb, geometry, resolution), geometry, rgb.shape[:2])
+
+
+def _resample(rgb: np.ndarray, geometry: CropGeometry, resolution: int) -> np.ndarray:
+    """The square, mirrored where outside the photo. Enlarging turns and scales in one Lanczos
+    warp. Shrinking turns at the photo's own scale (the interpolation's softening then falls on
+    detail that is averaged away next) and area-averages down; a face over twice the output's
+    size is first block-averaged by a whole factor, which bounds that work."""
     patch, origin = _reflected_window(rgb, geometry)
     centre = (geometry.centre[0] - origin[0], geometry.centre[1] - origin[1])
     side = geometry.side
@@ -87,6 +97,32 @@ def _turn(patch: np.ndarray, centre: tuple[float, float], angle: float, scale: f
     middle = (size - 1) / 2  # the output's centre, in the same pixel-centre convention
     matrix[:, 2] += (middle - centre[0], middle - centre[1])
     return cv2.warpAffine(patch, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REFLECT_101)
+
+
+def _soften_padding(crop: np.ndarray, geometry: CropGeometry, photo_shape: tuple[int, int]) -> np.ndarray:
+    """FFHQ's finish for the mirrored parts: full blur outside the photo (easing in over the last
+    PAD_FADE / 3 of the side inside it), then a fade to the median colour over PAD_FADE."""
+    outside = _distance_outside(geometry, crop.shape[0], photo_shape) / (PAD_FADE * geometry.side)
+    if outside.max() <= 0:
+        return crop
+    image = crop.astype(np.float32)
+    blurred = cv2.GaussianBlur(image, (0, 0), PAD_BLUR * crop.shape[0])
+    image += (blurred - image) * np.clip(3 * outside + 1, 0, 1)[..., None]
+    median = np.median(image.reshape(-1, 3), axis=0)
+    image += (median - image) * np.clip(outside, 0, 1)[..., None]
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _distance_outside(geometry: CropGeometry, size: int, photo_shape: tuple[int, int]) -> np.ndarray:
+    """For each output pixel, how far outside the photo its source point lies, in source pixels
+    (negative inside: minus the distance to the nearest edge)."""
+    offsets = (np.arange(size, dtype=np.float32) - (size - 1) / 2) * (geometry.side / size)
+    across, down = np.meshgrid(offsets, offsets)
+    turn = math.radians(geometry.angle)  # the photo was turned counter-clockwise by this
+    x = geometry.centre[0] + math.cos(turn) * across - math.sin(turn) * down
+    y = geometry.centre[1] + math.sin(turn) * across + math.cos(turn) * down
+    height, width = photo_shape
+    return np.maximum.reduce([-x, x - (width - 1), -y, y - (height - 1)])
 
 
 def _reflected_window(rgb: np.ndarray, geometry: CropGeometry) -> tuple[np.ndarray, tuple[int, int]]:

@@ -15,10 +15,16 @@ import json
 import shutil
 from pathlib import Path
 
-from model.checkpoint import NO_D_NOTE, CheckpointError, load_checkpoint, save_checkpoint
+from model.checkpoint import (
+    NO_D_NOTE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from model.freeze import frozen_discriminator_names, frozen_generator_names
 from model.train import Networks, Outputs, Trainer, list_images
 from styleforge.config import FinetuneParams
+from styleforge.fetch import file_sha256
 from styleforge.reports import timed, write_report
 
 BASE_MODEL = Path("data/base/model.pt")
@@ -29,14 +35,6 @@ SAMPLES = Path("reports/finetune_samples.png")
 COMPARISON = Path("reports/finetune_vs_base.png")
 # Settings that do not change what the weights become: a change to these resumes the run.
 NOT_IN_RUN_KEY = {"kimg", "checkpoint_every", "sample_every", "log_every", "samples", "device", "workers"}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_key(params, base_sha256: str, dataset_dir: Path) -> str:

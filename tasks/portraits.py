@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from styleforge.config import FacesParams, PortraitsParams
 from styleforge.errors import UserError
-from styleforge.grid import save_sheet
+from styleforge.grid import save_sheet, tile_for
 from styleforge.io import atomic_write
 from styleforge.reports import timed, write_report
 from tasks.faces import BadImage, find_faces, load_image
@@ -70,17 +70,22 @@ def make_portraits(
     lpips_cache: Path,
 ) -> dict:
     """Project and render every photo into out_dir, the contact sheet to sheet_path; the report."""
-    from model.checkpoint import load_generator  # the model code is heavy; import it only to run
+    from model.checkpoint import (
+        load_generator,  # the model code is heavy; import it only to run
+    )
     from model.lpips import perceptual_distance
 
     use_cuda = params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
     report: dict = {"device": device.type, "w_plus": params.projection.w_plus, "steps": params.projection.steps}
+    if not photos:
+        report["warning"] = "no photos to render: put some in the portraits.photos folder"
+    out_dir.mkdir(parents=True, exist_ok=True)  # DVC's output exists even when every photo is skipped
     with timed(report):
         base = load_generator(base_model).to(device)
         blended = load_generator(blend_model).to(device)
         if base.config != blended.config:
-            raise ValueError(f"{base_model} and {blend_model} differ in shape: latents of one do not fit the other")
+            raise UserError(f"{base_model} and {blend_model} differ in shape: latents of one do not fit the other")
         lpips = params.lpips
         distance, report["distance"] = perceptual_distance(
             lpips.vgg, lpips.lin, lpips_cache, lpips.vgg_sha256, lpips.lin_sha256
@@ -117,7 +122,8 @@ def aligned_face(photo: Path, faces: FacesParams) -> np.ndarray:
 
 
 def _portrait(face, base, blended, distance, params: PortraitsParams, folder: Path, photo: Path):
-    from model.project import project, save_latent, to_tensor, to_uint8
+    from model.generate import to_uint8
+    from model.project import project, save_latent, to_tensor
 
     target = to_tensor(face, base.config.size)
     projection = project(base, target, distance, params.projection, seed=params.seed)
@@ -143,7 +149,7 @@ def _unique_names(photos: list[Path]) -> list[str]:
 
 def _write_sheet(path: Path, tiles: list[np.ndarray], done: list[dict], size: int) -> None:
     captions = [text for r in done for text in (r["name"], f"d={r['distance']:.3f}", "portrait")]
-    save_sheet(path, tiles, captions, tile=min(size, 256), cols=3)
+    save_sheet(path, tiles, captions, tile=tile_for(size), cols=3)
 
 
 def _summary(results: list[dict]) -> dict:

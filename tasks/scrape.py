@@ -24,7 +24,14 @@ from styleforge.reports import timed, write_report
 from tasks.scrape_browser import Browser
 from tasks.scrape_http import Fetcher, HostUnreachable
 from tasks.scrape_images import Download, fetch_image
-from tasks.scrape_manifest import RAW_DIR, STATUSES, SeenImages, is_settled, load_manifest, save_manifest
+from tasks.scrape_manifest import (
+    RAW_DIR,
+    STATUSES,
+    SeenImages,
+    is_settled,
+    load_manifest,
+    save_manifest,
+)
 from tasks.scrape_pages import PageResult, collect_page
 
 log = logging.getLogger(__name__)

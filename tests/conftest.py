@@ -22,3 +22,25 @@ def _isolated_prefect_home(tmp_path_factory):
 @pytest.fixture
 def python_bin() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on a shared 2-core box: a second thread only adds contention."""
+    import torch  # here, not at the top: many test files never load torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """A 32x32 generator with random weights (torch seed 0), built once per test module."""
+    import torch
+
+    from model.networks import ModelConfig
+
+    torch.manual_seed(0)
+    return ModelConfig(size=32, style_dim=32, n_mlp=2, channel_max=32, channel_base=256).generator().eval()

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,28 +8,19 @@ from PIL import Image
 
 from model.blend import blend_generators, fine_fraction
 from model.checkpoint import load_generator, save_checkpoint
-from model.networks import ModelConfig, generator_param_resolution
+from model.networks import generator_param_resolution
 from styleforge.config import BlendParams
+from styleforge.grid import tile_for
 from tasks.blend import BLEND_MODEL, SEFA_FILE, SWEEP_SHEET, render_seeds, run
 
-CONFIG = ModelConfig(size=32, style_dim=32, n_mlp=2, channel_max=32, channel_base=256)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on a shared 2-core box: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(generator):
     """A base generator and a 'fine-tuned' one that differs from it in every learned tensor."""
-    torch.manual_seed(0)
-    base = CONFIG.generator().eval()
-    finetuned = CONFIG.generator().eval()
+    base = generator
+    finetuned = base.config.generator().eval()
     finetuned.load_state_dict(base.state_dict())
     with torch.no_grad():
         for name, tensor in finetuned.state_dict().items():
@@ -47,7 +39,7 @@ def test_every_tensor_comes_from_the_model_the_rule_names(models, swap_res, reve
     state = blended.state_dict()
     assert state.keys() == coarse_state.keys()  # nothing dropped, nothing extra
     for name, tensor in state.items():
-        res = generator_param_resolution(name, CONFIG.size)
+        res = generator_param_resolution(name, base.config.size)
         expected, other = (coarse_state, fine_state) if res <= swap_res else (fine_state, coarse_state)
         assert torch.equal(tensor, expected[name]), name
         if not name.endswith(".kernel"):
@@ -58,10 +50,10 @@ def test_every_tensor_comes_from_the_model_the_rule_names(models, swap_res, reve
 
 def test_cut_at_the_top_resolution_is_the_base_model(models):
     base, finetuned = models
-    blended, _ = blend_generators(base, finetuned, CONFIG.size)
+    blended, _ = blend_generators(base, finetuned, base.config.size)
     seeds = [0, 1, 2]
     assert all(np.array_equal(a, b) for a, b in zip(render_seeds(blended, seeds, 0.7), render_seeds(base, seeds, 0.7)))
-    reversed_blend, _ = blend_generators(base, finetuned, CONFIG.size, reverse=True)
+    reversed_blend, _ = blend_generators(base, finetuned, base.config.size, reverse=True)
     assert all(torch.equal(reversed_blend.state_dict()[k], v) for k, v in finetuned.state_dict().items())
 
 
@@ -77,7 +69,7 @@ def test_blend_width_interpolates_the_resolutions_above_the_cut(models):
 
 def test_refuses_mismatched_models_and_cuts(models):
     base, _ = models
-    other = ModelConfig(size=32, style_dim=32, n_mlp=3, channel_max=32, channel_base=256).generator()
+    other = replace(base.config, n_mlp=base.config.n_mlp + 1).generator()
     with pytest.raises(ValueError, match="configs differ"):
         blend_generators(base, other, 8)
     for swap_res in (2, 12, 64):
@@ -87,8 +79,9 @@ def test_refuses_mismatched_models_and_cuts(models):
 
 def test_stage_writes_model_sweep_directions_and_report(models, tmp_path):
     base, finetuned = models
+    config = base.config
     for path, generator in (("data/base/model.pt", base), ("data/finetune/model.pt", finetuned)):
-        save_checkpoint(tmp_path / path, CONFIG, g=generator, d=CONFIG.discriminator(), g_ema=generator)
+        save_checkpoint(tmp_path / path, config, g=generator, d=config.discriminator(), g_ema=generator)
     params = BlendParams(swap_res=8, sweep_seeds=[0, 1], sefa_components=4)
     report = run(params, tmp_path)
 
@@ -96,8 +89,8 @@ def test_stage_writes_model_sweep_directions_and_report(models, tmp_path):
     expected, _ = blend_generators(base, finetuned, 8)
     assert all(torch.equal(saved.state_dict()[k], v) for k, v in expected.state_dict().items())
     assert report["sweep_columns"] == ["base", "cut 8", "cut 16", "finetuned"]
-    assert Image.open(tmp_path / SWEEP_SHEET).size[0] == 4 * CONFIG.size
+    assert Image.open(tmp_path / SWEEP_SHEET).size[0] == 4 * tile_for(config.size)
     with np.load(tmp_path / SEFA_FILE) as sefa:
-        assert sefa["vectors"].shape == (4, CONFIG.style_dim)
+        assert sefa["vectors"].shape == (4, config.style_dim)
     written = json.loads((tmp_path / "reports/blend.json").read_text())
     assert written["fraction_from_finetuned"] == {"0": 0.0, "4": 0.0, "8": 0.0, "16": 1.0, "32": 1.0}

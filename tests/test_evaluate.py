@@ -14,10 +14,10 @@ from PIL import Image
 
 from model.checkpoint import load_generator, save_checkpoint
 from model.inception import extract_features, load_detector
-from model.lpips import WeightsError
 from model.metrics import fid
 from model.networks import ModelConfig
 from styleforge.config import EvaluateParams
+from styleforge.fetch import FetchError
 from styleforge.reports import write_report
 from tasks import evaluate
 
@@ -122,7 +122,7 @@ def test_weights_by_url_are_downloaded_once_and_wrong_ones_fail(project, detecto
     finally:
         server.shutdown()
     assert len(requests_seen) == 1 and len(list((project / ".cache/inception").iterdir())) == 1
-    with pytest.raises(WeightsError, match="sha256"):
+    with pytest.raises(FetchError, match="sha256"):
         evaluate.run(params(inception=str(detector_path), inception_sha256="0" * 64), project)
     missing = evaluate.run(params(inception=str(project / "missing.pt")), project)
     assert missing["fid"] is None and missing["skipped"].startswith("no Inception weights: ")

@@ -57,6 +57,7 @@ def write_raw(root: Path, files: dict[str, bytes]) -> dict[str, str]:
         rows.append({"url": f"https://example.test/{name}", "page": "https://example.test/", "sha256": shas[name],
                      "phash": "", "bytes": len(data), "width": 0, "height": 0, "status": "ok", "error": None,
                      "path": name, "content_type": "image/png", "source": "test"})
+    rows.append({**rows[0], "url": "https://mirror.example.test/same"})  # same content twice: one input
     rows.append({**rows[0], "url": "https://example.test/failed", "sha256": "f" * 64, "status": "error",
                  "error": "HTTP 404", "path": None})  # not downloaded: must be skipped
     pd.DataFrame(rows).to_parquet(raw / "manifest.parquet")
@@ -107,11 +108,14 @@ def test_face_at_the_edge_is_mirrored_not_stretched():
     photo = np.ascontiguousarray(astronaut()[:, 150:])  # the face now 20 px from the left edge
     found, _ = find_faces(photo, DEFAULTS)
     assert len(found) == 1 and found[0].image.shape == (256, 256, 3)
-    # At scale 1 and no turn, a crop reaching 40 px past the edge is the photo itself, with the
-    # 40 columns before it mirrored from the first columns inside (edge pixel not repeated).
-    crop = align_face(photo, CropGeometry(centre=(87.5, 199.5), side=256, angle=0.0), 256)
-    np.testing.assert_array_equal(crop[:, 40:], photo[72:328, :216])
-    np.testing.assert_array_equal(crop[:, :40], photo[72:328, 40:0:-1])
+    # At scale 1 and no turn, a crop reaching 40 px past the photo's left edge is the photo itself
+    # (pixel for pixel away from the edge: nothing stretched), and its first 40 columns are the
+    # photo's first columns mirrored, blurred and (further out) faded to grey as FFHQ does.
+    crop = align_face(photo, CropGeometry(centre=(87.5, 199.5), side=256, angle=0.0), 256).astype(int)
+    np.testing.assert_array_equal(crop[:, 66:], photo[72:328, 26:216])  # the blur eases in over 26 px
+    mirrored = cv2.GaussianBlur(photo[72:328, 40:0:-1], (0, 0), 0.02 * 256).astype(int)
+    assert np.abs(crop[:, 30:40] - mirrored[:, 30:40]).mean() < 6  # next to the edge: barely faded
+    assert crop[:, :40].std() < photo[72:328, 1:41].std()
 
 
 def test_shrinking_is_uniform_and_area_averaged():
@@ -262,7 +266,7 @@ def test_lfw_faces_pass_and_non_faces_do_not(lfw_run):
     root, shas, report = lfw_run
     sources = {f"{sha}_0.png": name for name, sha in shas.items()}
     passed = {sources[path.name] for path in (root / "data/faces").glob("*_0.png")}
-    assert len([name for name in passed if int(name[4:7]) < 100]) >= 85
+    assert len([name for name in passed if int(name[4:7]) < 100]) >= 80  # 86 with the defaults as tuned
     assert [name for name in passed if int(name[4:7]) >= 100] == []
     assert report["rejects"]["no_face"] >= 100
 

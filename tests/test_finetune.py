@@ -14,7 +14,13 @@ import torch
 from PIL import Image
 
 from model import losses
-from model.checkpoint import CheckpointError, build_networks, load_checkpoint, load_generator, save_checkpoint
+from model.checkpoint import (
+    CheckpointError,
+    build_networks,
+    load_checkpoint,
+    load_generator,
+    save_checkpoint,
+)
 from model.freeze import frozen_discriminator_names, frozen_generator_names
 from model.networks import ModelConfig
 from model.train import NonFiniteLossError, Trainer
@@ -208,7 +214,7 @@ def test_base_from_a_rosinality_file_and_from_a_url(tmp_path):
         assert base_stage.run(params, tmp_path)["sha256"] == sha
         (tmp_path / "550000.pt").unlink()  # a second run uses the cached download
         assert base_stage.run(params, tmp_path)["sha256"] == sha
-        with pytest.raises(CheckpointError, match="SHA-256 is"):
+        with pytest.raises(CheckpointError, match="base.checkpoint: .*sha256 is"):
             base_stage.run(BaseParams(checkpoint=url, sha256="0" * 64), tmp_path)
     finally:
         server.shutdown()

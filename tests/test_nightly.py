@@ -15,6 +15,7 @@ import yaml
 
 from flows.nightly import WorkspaceBusy, workspace_lock
 from styleforge.config import GateParams, NightlyParams
+from styleforge.demo import sample_photos
 from styleforge.release import Release, dvc, git, judge, release
 from tests.conftest import REPO
 from tests.test_evaluate import detector_path  # noqa: F401 (a fixture: the tiny TorchScript detector)
@@ -148,6 +149,7 @@ def tiny_project(root: Path, site: str, remote: Path, detector: Path) -> Path:
             (root / dep).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, root / dep)
     shutil.copy(REPO / "dvc.yaml", root)
+    sample_photos(root / "photos")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["scrape"]["sources"][0]["url"] = f"{site}/index.html"
     params["scrape"]["sources"][1]["url"] = f"{site}/scroll.html"

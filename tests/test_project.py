@@ -10,18 +10,9 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from model.lpips import (
-    LPIPS,
-    MultiScalePixelDistance,
-    WeightsError,
-    fetch_weights,
-    perceptual_distance,
-)
 from model.checkpoint import save_checkpoint
-from model.networks import ModelConfig
-from styleforge.config import FacesParams, PortraitsParams, ProjectionParams
-from tasks.faces import find_faces, load_image
-from tasks.portraits import run as run_portraits
+from model.generate import to_uint8
+from model.lpips import LPIPS, MultiScalePixelDistance, perceptual_distance
 from model.project import (
     cosine_lr,
     load_latent,
@@ -29,25 +20,16 @@ from model.project import (
     project,
     save_latent,
     to_tensor,
-    to_uint8,
 )
+from styleforge.config import FacesParams, PortraitsParams, ProjectionParams
+from styleforge.grid import tile_for
+from tasks.faces import find_faces, load_image
+from tasks.portraits import run as run_portraits
 
 SMALL_VGG = ((8, 8), (8, 8), (16, 16, 16), (16, 16, 16), (16, 16, 16))  # VGG16's layout, narrow
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on a shared 2-core box: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def generator():
-    torch.manual_seed(0)
-    return ModelConfig(size=32, style_dim=32, n_mlp=2, channel_max=32, channel_base=256).generator().eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +63,6 @@ def test_lpips_loads_torchvision_layout_and_is_a_distance(lpips_files):
     assert torch.allclose(distance(a, a), torch.zeros(2), atol=1e-6)
     assert torch.allclose(distance(a, b), distance(b, a))
     assert (distance(a, b) > 0).all()
-
-
-def test_weights_are_cached_once_and_checksummed(lpips_files, tmp_path):
-    vgg, _ = lpips_files
-    cache = tmp_path / "cache"
-    copy = tmp_path / "vgg16-copy.pth"
-    copy.write_bytes(vgg.read_bytes())
-    fetched = fetch_weights(copy.as_uri(), cache, _sha256(vgg))
-    assert fetched.parent == cache and fetched.name.endswith("-vgg16-copy.pth")
-    assert fetched.read_bytes() == vgg.read_bytes()
-    copy.unlink()  # a second call must not download again
-    assert fetch_weights(copy.as_uri(), cache, _sha256(vgg)) == fetched
-    with pytest.raises(WeightsError, match="sha256"):
-        fetch_weights(str(vgg), cache, "0" * 64)
 
 
 def test_missing_weights_fall_back_with_one_warning(tmp_path):
@@ -182,5 +150,5 @@ def test_portraits_stage_skips_bad_photos_and_renders_the_rest(generator, tmp_pa
     assert {p.name for p in out.iterdir()} == {"input.png", "reconstruction.png", "portrait.png", "latent.npz"}
     crop = find_faces(load_image(photos / "astronaut.png", 10**8), FacesParams())[0][0]  # the dataset's crop
     assert np.array_equal(np.asarray(Image.open(out / "input.png")), to_uint8(to_tensor(crop.image, 32))[0])
-    assert Image.open(tmp_path / "reports/portraits.png").size == (3 * 32, 32 + 14)
+    assert Image.open(tmp_path / "reports/portraits.png").size == (3 * tile_for(32), tile_for(32) + 14)
     assert json.loads((tmp_path / "reports/portraits.json").read_text())["portraits"] == 1

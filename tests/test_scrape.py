@@ -34,7 +34,6 @@ from tasks.scrape_extract import extract_image_urls, largest_srcset_url, parse_s
 from tasks.scrape_manifest import COLUMNS, MANIFEST, RAW_DIR
 from tests.conftest import REPO
 
-
 # --- the test server ----------------------------------------------------------------------------
 
 

@@ -1,26 +1,26 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from typer.testing import CliRunner
 
-from model.networks import ModelConfig
-from model.sefa import Directions, edit, edit_grid, factorize, mix, mix_grid, seed_latents, styled_conv_names
+from model.checkpoint import save_checkpoint
+from model.generate import generate
+from model.sefa import (
+    Directions,
+    edit,
+    edit_grid,
+    factorize,
+    mix,
+    mix_grid,
+    render,
+    seed_latents,
+    styled_conv_names,
+)
+from styleforge.cli import app
+from styleforge.grid import tile_for
 
-CONFIG = ModelConfig(size=32, style_dim=32, n_mlp=2, channel_max=32, channel_base=256)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions on a shared 2-core box: a second thread only adds contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def generator():
-    torch.manual_seed(0)
-    return CONFIG.generator().eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _numpy_sefa(generator, layers):
@@ -52,7 +52,7 @@ def test_top_direction_moves_the_styles_most(generator):
     weight = torch.cat([generator.state_dict()[n] for n in styled_conv_names(generator)[:3]])
     weight = weight / weight.norm(dim=1, keepdim=True)
     top = torch.from_numpy(directions.vectors[0])
-    random = torch.nn.functional.normalize(torch.randn(100, CONFIG.style_dim), dim=1)
+    random = torch.nn.functional.normalize(torch.randn(100, generator.style_dim), dim=1)
     assert (weight @ top).norm() >= (random @ weight.T).norm(dim=1).max()
 
 
@@ -66,6 +66,11 @@ def test_edit_and_mix_touch_only_the_chosen_layers(generator):
     assert torch.equal(mixed[0, :4], latents[1, :4]) and torch.equal(mixed[0, 4:], latents[0, 4:])
 
 
+def test_a_seed_is_the_same_face_in_generate_as_in_edit_and_mix(generator, tmp_path):
+    generated = generate(generator, tmp_path, seeds=[7], noise_mode="const")[0]
+    assert np.array_equal(np.asarray(Image.open(generated)), render(generator, seed_latents(generator, [7]))[0])
+
+
 def test_directions_round_trip_and_grids_render(generator, tmp_path):
     directions = factorize(generator, 3, (0, 4))
     loaded = Directions.load(directions.save(tmp_path / "sefa.npz"))
@@ -77,8 +82,26 @@ def test_directions_round_trip_and_grids_render(generator, tmp_path):
     assert np.array_equal(images[1], images[4])  # degree 0 is the unedited latent in every row
     assert not np.array_equal(images[0], images[1])
 
-    table, cols = mix_grid(generator, latents, seed_latents(generator, [5, 6, 7]), (0, 4))
-    assert cols == 4 and len(table) == 4 * 3
+    others = seed_latents(generator, [5, 6, 7])
+    table, cols = mix_grid(generator, latents, others, (0, 4))
+    assert cols == 4 and len(table) == 4 * 3 and not table[0].any()  # a blank corner
+    assert np.array_equal(table[2], render(generator, others[1:2])[0])  # the plain cols on top
+    assert np.array_equal(table[4], render(generator, latents[:1])[0])  # the plain rows at the side
+    assert np.array_equal(table[11], render(generator, mix(latents[1:], others[2:], range(0, 4)))[0])
+
+
+def test_cli_mix_takes_seeds_and_projected_latents_as_rows(generator, tmp_path):
+    config = generator.config
+    save_checkpoint(tmp_path / "model.pt", config, g=generator, d=config.discriminator(), g_ema=generator)
+    photo = seed_latents(generator, [9])[0].numpy()
+    np.savez(tmp_path / "photo.npz", latent=photo)
+    common = ["mix", "--checkpoint", str(tmp_path / "model.pt"), "--cols", "2,3,4", "--styles", "0:4"]
+    result = CliRunner().invoke(app, [*common, "--rows", "0,1", "--latent", str(tmp_path / "photo.npz"),
+                                      "--out", str(tmp_path / "mix.png")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "mix.png").size == (4 * tile_for(config.size), 4 * tile_for(config.size))
+    result = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "none.png")])
+    assert result.exit_code == 2 and "--rows: no seeds given" in result.output
 
 
 def test_layer_ranges_are_checked(generator):
