@@ -18,3 +18,6 @@ test: $(STAMP)
 bench: $(STAMP)
 	python bench/faces.py
 	python bench/ops.py
+	python bench/generator.py
+	python bench/train.py
+	python bench/portraits.py

@@ -15,6 +15,8 @@ def _isolated_prefect_home(tmp_path_factory):
     """Prefect state (its SQLite database, logs) lives in a temp folder, never in ~/.prefect."""
     home = tmp_path_factory.mktemp("prefect-home")
     os.environ["PREFECT_HOME"] = str(home)
+    # the temporary server logs its shutdown at exit, after pytest has closed the streams
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ.pop("PREFECT_API_URL", None)
     yield home
 
