@@ -28,10 +28,11 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.blend import blend_generators  # noqa: E402
+from model.generate import render, to_uint8  # noqa: E402
 from model.lpips import LPIPS, MultiScalePixelDistance  # noqa: E402
 from model.networks import ModelConfig  # noqa: E402
 from model.project import project, to_tensor  # noqa: E402
-from model.sefa import render, seed_latents  # noqa: E402
+from model.sefa import seed_latents  # noqa: E402
 from styleforge.config import FacesParams, ProjectionParams  # noqa: E402
 from styleforge.io import atomic_write_json  # noqa: E402
 from tasks.faces import find_faces  # noqa: E402
@@ -76,11 +77,11 @@ def time_projection(generator, target, distance, steps: int, device: torch.devic
 
 def time_render(generator, device: torch.device, repeats: int) -> float:
     latents = seed_latents(generator, list(range(RENDER_BATCH)), truncation=0.7)
-    render(generator, latents)  # warm-up
+    to_uint8(render(generator, latents))  # warm-up
     _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        render(generator, latents, chunk=RENDER_BATCH)
+        to_uint8(render(generator, latents, batch_size=RENDER_BATCH))
     _sync(device)
     return round(repeats * RENDER_BATCH / (time.perf_counter() - start), 2)
 

@@ -74,7 +74,7 @@ def render(
     noise_seeds = list(range(len(latent))) if noise_seeds is None else list(noise_seeds)
     out = []
     for start in range(0, len(latent), batch_size):
-        chunk = latent[start : start + batch_size]
+        chunk = latent[start : start + batch_size].to(g.w_avg.device)
         noise = noise_inputs(g, noise_mode, noise_seeds[start : start + batch_size])
         out.append(g.synthesis(chunk, noise=noise).cpu())
     return torch.cat(out)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.generate import seed_z, to_uint8
+from model.generate import render, seed_z, to_uint8
 from model.networks import Generator
 from styleforge.io import atomic_write
 
@@ -98,17 +98,6 @@ def seed_latents(generator: Generator, seeds: list[int], truncation: float = 1.0
     return generator.broadcast([w])
 
 
-@torch.inference_mode()
-def render(generator: Generator, latents: torch.Tensor, chunk: int = 8) -> list[np.ndarray]:
-    """RGB uint8 images of W+ latents [N, n_latent, D], with the model's fixed noise."""
-    device = generator.input.input.device
-    images = []
-    for part in latents.split(chunk):
-        rendered, _ = generator([part.to(device)], input_is_latent=True, randomize_noise=False)
-        images += list(to_uint8(rendered))
-    return images
-
-
 def edit_grid(
     generator: Generator, latents: torch.Tensor, directions: Directions, indices: list[int], degrees: list[float]
 ) -> tuple[list[np.ndarray], list[str]]:
@@ -120,7 +109,7 @@ def edit_grid(
             direction = torch.from_numpy(directions.vectors[index])
             rows += [edit(latents[n : n + 1], direction, degree, layers) for degree in degrees]
             captions += [f"#{n} d{index} {degree:+g}" for degree in degrees]
-    return render(generator, torch.cat(rows)), captions
+    return list(to_uint8(render(generator, torch.cat(rows)))), captions
 
 
 def mix_grid(
@@ -131,8 +120,8 @@ def mix_grid(
     latent with the col's entries in `layers`. Images row by row, and the column count."""
     chosen = _checked(layers, generator.n_latent)  # W+ entries: the last one feeds only the final ToRGB
     cells = [mix(rows[r : r + 1], cols[c : c + 1], chosen) for r in range(len(rows)) for c in range(len(cols))]
-    tops, sides = render(generator, cols), render(generator, rows)
-    rendered = render(generator, torch.cat(cells))
+    tops, sides = to_uint8(render(generator, cols)), to_uint8(render(generator, rows))
+    rendered = list(to_uint8(render(generator, torch.cat(cells))))
     blank = np.zeros_like(tops[0])
     images = [blank, *tops]
     for r, side in enumerate(sides):

@@ -43,7 +43,7 @@ from model import losses
 from model.ada import AdaptiveAugment
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.freeze import freeze
-from model.generate import to_uint8
+from model.generate import render, to_uint8
 from model.networks import Discriminator, Generator, ModelConfig, mixing_noise
 from styleforge.errors import UserError
 from styleforge.grid import save_sheet, tile_for
@@ -465,23 +465,19 @@ class Trainer:
     @torch.no_grad()
     def write_samples(self, live=None) -> None:
         """G_ema on the fixed z (constant noise), and beside the reference G on the same z."""
-        tuned = render(self.g_ema, self.sample_z)
+        tuned = render_z(self.g_ema, self.sample_z)
         tile = tile_for(self.nets.config.size)
         save_sheet(self.outputs.samples_png, tuned, tile=tile, cols=8)
         if live:
             live.log_image("samples.png", self.outputs.samples_png)
         if self.reference_g is not None and self.outputs.comparison_png is not None:
             count = min(8, len(tuned))
-            before = render(self.reference_g.to(self.ranks.device).eval(), self.sample_z[:count])
+            before = render_z(self.reference_g.to(self.ranks.device).eval(), self.sample_z[:count])
             save_sheet(self.outputs.comparison_png, before + tuned[:count], ["base"] * count + ["tuned"] * count,
                        tile=tile, cols=count)
 
 
 @torch.no_grad()
-def render(g: Generator, z: torch.Tensor, chunk: int = 8) -> list[np.ndarray]:
-    """uint8 HWC images of g on z with g's constant noise, so a grid depends on z alone."""
-    images = []
-    for part in z.split(chunk):
-        out, _ = g([part], randomize_noise=False)
-        images += list(to_uint8(out))
-    return images
+def render_z(g: Generator, z: torch.Tensor) -> np.ndarray:
+    """uint8 HWC images of g on z (no truncation) with g's constant noise: a grid depends on z alone."""
+    return to_uint8(render(g, g.broadcast([g.style(z)])))

@@ -6,10 +6,11 @@ Unknown keys and wrong types stop the run with the dotted key and what it expect
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,15 @@ from pydantic import (
 from styleforge.errors import UserError
 
 PARAMS_FILE = "params.yaml"
+
+
+def _power_of_two(value: int) -> int:
+    if value & (value - 1):
+        raise ValueError("must be a power of two")
+    return value
+
+
+PowerOfTwo = Annotated[int, AfterValidator(_power_of_two)]
 
 
 class Section(BaseModel):
@@ -156,19 +166,12 @@ class NightlyParams(Section):
 class ModelParams(Section):
     """Shape of a model the base stage trains from scratch (model.networks.ModelConfig fields)."""
 
-    size: int = Field(32, ge=8, description="output resolution, a power of two")
+    size: PowerOfTwo = Field(32, ge=8, description="output resolution, a power of two")
     style_dim: int = Field(64, ge=1)
     n_mlp: int = Field(2, ge=1, description="mapping-network layers")
     channel_multiplier: int = Field(1, ge=1)
     channel_max: int = Field(64, ge=1, description="feature maps at any resolution, at most")
     channel_base: int | None = Field(None, ge=1, description="feature maps = min(channel_max, channel_base / res)")
-
-    @field_validator("size")
-    @classmethod
-    def _power_of_two(cls, size: int) -> int:
-        if size & (size - 1):
-            raise ValueError("must be a power of two")
-        return size
 
 
 class TrainParams(Section):
@@ -231,7 +234,7 @@ class FinetuneParams(TrainParams):
 class BlendParams(Section):
     """Layer swap of data/base and data/finetune into data/blend (model/blend.py)."""
 
-    swap_res: int = Field(32, ge=4, description="blocks up to this resolution, and the mapping, from the coarse side")
+    swap_res: PowerOfTwo = Field(32, ge=4, description="blocks up to this resolution, and the mapping, from the coarse side")
     blend_width: int = Field(0, ge=0, description="resolutions above swap_res interpolated linearly; 0 is a hard cut")
     reverse: bool = Field(False, description="coarse layers from the fine-tuned model instead of the base (Toonify)")
     truncation: float = Field(0.7, gt=0, le=1, description="psi of the sweep grid's samples")
@@ -240,13 +243,6 @@ class BlendParams(Section):
     sefa_layers: tuple[int, int] | None = Field(
         None, description="styled convs [start, stop) factorised (0 = 4x4 conv1); null: all of them"
     )
-
-    @field_validator("swap_res")
-    @classmethod
-    def _power_of_two(cls, res: int) -> int:
-        if res & (res - 1):
-            raise ValueError("must be a power of two")
-        return res
 
 
 class LpipsParams(Section):

@@ -58,9 +58,10 @@ def run(params: BlendParams, root: Path = Path(".")) -> dict:
 
 def render_seeds(generator, seeds: list[int], truncation: float) -> list:
     """RGB uint8 images of seeds, with the model's fixed noise: columns differ only by the model."""
-    from model.sefa import render, seed_latents
+    from model.generate import render, to_uint8
+    from model.sefa import seed_latents
 
-    return render(generator, seed_latents(generator, seeds, truncation))
+    return list(to_uint8(render(generator, seed_latents(generator, seeds, truncation))))
 
 
 def write_sweep(base, finetuned, params: BlendParams, path: Path) -> list[str]:

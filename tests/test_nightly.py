@@ -33,6 +33,16 @@ pathlib.Path("reports/run.json").write_text(json.dumps({"seconds": time.time()})
 """
 
 
+def init_repo(root: Path, message: str) -> Path:
+    """git + DVC in root, with everything in it committed."""
+    git(root, "init", "--quiet")
+    dvc(root, "init", "--quiet")
+    dvc(root, "config", "core.analytics", "false")
+    git(root, "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", message)
+    return root
+
+
 def make(project: Path, content: str, fid: float | None) -> None:
     """Change the one-stage pipeline's params and reproduce it, as a night's `dvc repro` would."""
     (project / "params.yaml").write_text(yaml.safe_dump({"make": {"content": content, "fid": fid}}))
@@ -50,12 +60,7 @@ def project(tmp_path):
         "outs": ["data/model.bin"],
         "metrics": [{"reports/metrics.json": {"cache": False}}, {"reports/run.json": {"cache": False}}]}}}))
     (root / "params.yaml").write_text(yaml.safe_dump({"make": {"content": "v0", "fid": None}}))
-    git(root, "init", "--quiet")
-    dvc(root, "init", "--quiet")
-    dvc(root, "config", "core.analytics", "false")
-    git(root, "add", ".")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "pipeline")
-    return root
+    return init_repo(root, "pipeline")
 
 
 def nightly(**gate) -> NightlyParams:
@@ -156,12 +161,7 @@ def tiny_project(root: Path, site: str, remote: Path, detector: Path) -> Path:
     for section, values in tiny_params(remote, detector).items():
         params[section] = {**params.get(section, {}), **values}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(root, "init", "--quiet")
-    dvc(root, "init", "--quiet")
-    dvc(root, "config", "core.analytics", "false")
-    git(root, "add", ".")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "the pipeline")
-    return root
+    return init_repo(root, "the pipeline")
 
 
 def tiny_params(remote: Path, detector: Path) -> dict:

@@ -5,7 +5,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from model.checkpoint import save_checkpoint
-from model.generate import generate
+from model.generate import generate, render, to_uint8
 from model.sefa import (
     Directions,
     edit,
@@ -13,7 +13,6 @@ from model.sefa import (
     factorize,
     mix,
     mix_grid,
-    render,
     seed_latents,
     styled_conv_names,
 )
@@ -68,7 +67,7 @@ def test_edit_and_mix_touch_only_the_chosen_layers(generator):
 
 def test_a_seed_is_the_same_face_in_generate_as_in_edit_and_mix(generator, tmp_path):
     generated = generate(generator, tmp_path, seeds=[7], noise_mode="const")[0]
-    assert np.array_equal(np.asarray(Image.open(generated)), render(generator, seed_latents(generator, [7]))[0])
+    assert np.array_equal(np.asarray(Image.open(generated)), to_uint8(render(generator, seed_latents(generator, [7])))[0])
 
 
 def test_directions_round_trip_and_grids_render(generator, tmp_path):
@@ -85,9 +84,9 @@ def test_directions_round_trip_and_grids_render(generator, tmp_path):
     others = seed_latents(generator, [5, 6, 7])
     table, cols = mix_grid(generator, latents, others, (0, 4))
     assert cols == 4 and len(table) == 4 * 3 and not table[0].any()  # a blank corner
-    assert np.array_equal(table[2], render(generator, others[1:2])[0])  # the plain cols on top
-    assert np.array_equal(table[4], render(generator, latents[:1])[0])  # the plain rows at the side
-    assert np.array_equal(table[11], render(generator, mix(latents[1:], others[2:], range(0, 4)))[0])
+    assert np.array_equal(table[2], to_uint8(render(generator, others[1:2]))[0])  # the plain cols on top
+    assert np.array_equal(table[4], to_uint8(render(generator, latents[:1]))[0])  # the plain rows at the side
+    assert np.array_equal(table[11], to_uint8(render(generator, mix(latents[1:], others[2:], range(0, 4))))[0])
 
 
 def test_cli_mix_takes_seeds_and_projected_latents_as_rows(generator, tmp_path):
