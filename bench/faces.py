@@ -38,10 +38,11 @@ from matplotlib import cbook
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from styleforge.config import FacesParams  # noqa: E402
-from tasks import faces  # noqa: E402
-from tasks.faces_image import load_image  # noqa: E402
-from tasks.faces_worker import init_worker  # noqa: E402
+from styleforge.tasks import faces  # noqa: E402
+from styleforge.tasks.faces.worker import init_worker  # noqa: E402
+
+from styleforge.core.config import FacesParams  # noqa: E402
+from styleforge.core.images import load_image  # noqa: E402
 
 TARGETS = {"faces_vs_baseline": 2.5, "incremental_fraction": 0.15}
 SIZE = (1600, 1200)

@@ -83,8 +83,8 @@ def train_step(config, batch, device):
 
 def worker(task: str, device: str) -> dict:
     """Time one task in this process (STYLEFORGE_OPS already set by the parent)."""
-    from model.networks import ModelConfig
-    from model.ops import backend
+    from styleforge.model.networks import ModelConfig
+    from styleforge.model.ops import backend
 
     spec = CONFIGS[device]
     config = ModelConfig(**spec["config"])

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.ops import (  # noqa: E402
+from styleforge.model.ops import (  # noqa: E402
     backend,
     fused_leaky_relu,
     fused_leaky_relu_ref,

@@ -27,15 +27,16 @@ import torch
 from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.blend import blend_generators  # noqa: E402
-from model.generate import render, to_uint8  # noqa: E402
-from model.lpips import LPIPS, MultiScalePixelDistance  # noqa: E402
-from model.networks import ModelConfig  # noqa: E402
-from model.project import project, to_tensor  # noqa: E402
-from model.sefa import seed_latents  # noqa: E402
-from styleforge.config import FacesParams, ProjectionParams  # noqa: E402
-from styleforge.io import atomic_write_json  # noqa: E402
-from tasks.faces import find_faces  # noqa: E402
+from styleforge.model.blend import blend_generators  # noqa: E402
+from styleforge.model.generate import render, to_uint8  # noqa: E402
+from styleforge.model.lpips import LPIPS, MultiScalePixelDistance  # noqa: E402
+from styleforge.model.networks import ModelConfig  # noqa: E402
+from styleforge.model.project import project, to_tensor  # noqa: E402
+from styleforge.model.sefa import seed_latents  # noqa: E402
+from styleforge.tasks.faces import find_faces  # noqa: E402
+
+from styleforge.core.config import FacesParams, ProjectionParams  # noqa: E402
+from styleforge.core.io import atomic_write_json  # noqa: E402
 
 CASES = {
     "tiny": (ModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=64, channel_base=1024), "cpu"),
@@ -61,10 +62,10 @@ def random_lpips() -> LPIPS:
 
 def time_projection(generator, target, distance, steps: int, device: torch.device) -> dict:
     settings = ProjectionParams(steps=steps)
-    project(generator, target, distance, ProjectionParams(steps=2), progress=False)  # warm-up
+    project(generator, target, distance, **ProjectionParams(steps=2).model_dump(), progress=False)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    result = project(generator, target, distance, settings, progress=False)
+    result = project(generator, target, distance, **settings.model_dump(), progress=False)
     _sync(device)
     seconds = time.perf_counter() - start
     return {

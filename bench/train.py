@@ -38,11 +38,12 @@ WARMUP_STEPS = 3
 
 def measure(device: str, steps: int, bf16: bool) -> dict:
     """Run in the worker process: time `steps` training steps after warm-up."""
-    from model.checkpoint import build_networks
-    from model.networks import ModelConfig
-    from model.ops import backend
-    from model.train import Networks, Outputs, Trainer
-    from styleforge.config import FinetuneParams
+    from styleforge.model.checkpoint import build_networks
+    from styleforge.model.networks import ModelConfig
+    from styleforge.model.ops import backend
+    from styleforge.model.train import Networks, Outputs, Trainer
+
+    from styleforge.core.config import FinetuneParams
 
     spec = CONFIGS[device]
     config = ModelConfig(**spec["config"])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from styleforge.tasks.stages import DATASET_STAGES
 
-from styleforge.reports import read_report, report_path
-from styleforge.stages import DATASET_STAGES
+from styleforge.core.reports import read_report, report_path
 
 
 def dvc_repro(stage: str, root: Path, force: bool = False) -> tuple[bool, str]:

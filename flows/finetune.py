@@ -15,8 +15,7 @@ import threading
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-
-from flows.dataset import end_process_group, publish_report
+from styleforge.flows.dataset import end_process_group, publish_report
 
 # Signs in DVC's output of a failure that every retry would repeat: the error classes (in a
 # traceback), and exit code 2, which `styleforge stage` uses for errors it reports cleanly.

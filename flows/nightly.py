@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from styleforge.flows.dataset import repro_stage
+from styleforge.flows.pipeline import pipeline_order, repro
+from styleforge.flows.release import Outcome, read_metrics, release
 
-from flows.dataset import repro_stage
-from flows.pipeline import pipeline_order, repro
-from styleforge.config import NightlyParams, load_params
-from styleforge.errors import UserError
-from styleforge.release import Outcome, read_metrics, release
-from styleforge.reports import report_path, write_report
+from styleforge.core.config import NightlyParams, load_params
+from styleforge.core.errors import UserError
+from styleforge.core.reports import report_path, write_report
 
 LOCK_DIR = Path(".dvc/tmp")  # DVC's own scratch folder: git-ignored, never cached
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-
-from flows.dataset import repro_stage
-from flows.finetune import repro_finetune
+from styleforge.flows.dataset import repro_stage
+from styleforge.flows.finetune import repro_finetune
 
 
 def pipeline_order(root: Path) -> list[str]:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import copy
 
 import torch
-
-from model.networks import Generator, generator_param_resolution
+from styleforge.model.networks import Generator, generator_param_resolution
 
 
 def fine_fraction(res: int, swap_res: int, blend_width: int = 0) -> float:

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from model.checkpoint import (
+from styleforge.model.checkpoint import (
     NO_D_NOTE,
     Checkpoint,
     CheckpointError,
@@ -35,9 +34,10 @@ from model.checkpoint import (
     load_state_strict,
     save_checkpoint,
 )
-from model.layers import BLUR_KERNEL, make_kernel
-from model.networks import Discriminator, Generator
-from styleforge.errors import UserError
+from styleforge.model.layers import BLUR_KERNEL, make_kernel
+from styleforge.model.networks import Discriminator, Generator
+
+from styleforge.core.errors import UserError
 
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):

@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import re
 
+from styleforge.model.networks import ModelConfig, generator_param_resolution
 from torch import nn
-
-from model.networks import ModelConfig, generator_param_resolution
 
 _D_CONV = re.compile(r"convs\.(\d+)\..+")
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-
-from model.checkpoint import load_generator
-from model.networks import Generator
+from styleforge.model.checkpoint import load_generator
+from styleforge.model.networks import Generator
 
 NOISE_MODES = ("random", "const", "none")
 

@@ -2,9 +2,8 @@
 
 The trunk is torchvision's `vgg16().features` rebuilt layer for layer, so a torchvision VGG16
 state dict (`features.N.weight`, `features.N.bias`) loads as it is; the five learned 1x1 heads
-load from the LPIPS `vgg.pth` (`lin0.model.1.weight` ... `lin4`). Both come from a path or a
-URL, through styleforge.fetch: downloaded once into a cache and checked against a sha256 (or its
-leading hex digits, the torchvision file-name convention) where one is given.
+load from the LPIPS `vgg.pth` (`lin0.model.1.weight` ... `lin4`). Both are local files here:
+the portraits stage fetches them (path or URL, sha256-checked) and hands over the paths.
 
 Where no weights can be had, `perceptual_distance` falls back to `MultiScalePixelDistance`
 (pixel MSE over an image pyramid) and says so in one warning: it reconstructs colours and
@@ -20,8 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from styleforge.errors import UserError
-from styleforge.fetch import Unavailable, fetch
+from styleforge.core.errors import UserError
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 LPIPS_LIN_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
@@ -144,13 +142,9 @@ class MultiScalePixelDistance(nn.Module):
         return torch.stack(levels).mean(0)
 
 
-def load_lpips(
-    vgg: str, lin: str, cache_dir: str | Path, vgg_sha256: str | None = None, lin_sha256: str | None = None
-) -> LPIPS:
-    """LPIPS with its weights from paths or URLs; raises Unavailable, FetchError or WeightsError."""
-    vgg_state = _read_state(fetch(vgg, cache_dir, vgg_sha256))
-    lin_state = _read_state(fetch(lin, cache_dir, lin_sha256))
-    return LPIPS.from_state_dicts(vgg_state, lin_state)
+def load_lpips(vgg: Path, lin: Path) -> LPIPS:
+    """LPIPS from a torchvision VGG16 state dict file and the LPIPS heads file; WeightsError if unfit."""
+    return LPIPS.from_state_dicts(_read_state(vgg), _read_state(lin))
 
 
 def _read_state(path: Path) -> dict:
@@ -164,22 +158,16 @@ def _read_state(path: Path) -> dict:
 
 
 def perceptual_distance(
-    vgg: str | None,
-    lin: str | None,
-    cache_dir: str | Path,
-    vgg_sha256: str | None = None,
-    lin_sha256: str | None = None,
+    vgg: Path | None, lin: Path | None, missing: str = "no LPIPS weights configured"
 ) -> tuple[nn.Module, str]:
-    """(distance module, its name): LPIPS-VGG when both weights load, else the pixel fallback.
+    """(distance module, its name): LPIPS-VGG from both weight files, else the pixel fallback
+    with one warning that gives `missing` as the reason.
 
-    A checksum or layout mismatch is an error, not a fallback: wrong weights must not pass.
+    A layout mismatch is an error, not a fallback: wrong weights must not pass.
     """
-    reason = "no LPIPS weights configured"
-    if vgg and lin:
-        try:
-            return load_lpips(vgg, lin, cache_dir, vgg_sha256, lin_sha256), "lpips_vgg"
-        except Unavailable as exc:
-            reason = str(exc)
+    if vgg is not None and lin is not None:
+        return load_lpips(vgg, lin), "lpips_vgg"
+    reason = missing
     warnings.warn(
         f"LPIPS unavailable ({reason}); projecting with the multi-scale pixel MSE fallback, which "
         f"recovers colour and layout but little texture. For LPIPS set the VGG16 weights "

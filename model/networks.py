@@ -13,9 +13,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from torch import nn
-
-from model.layers import (
+from styleforge.model.layers import (
     ConstantInput,
     ConvLayer,
     EqualLinear,
@@ -24,6 +22,7 @@ from model.layers import (
     StyledConv,
     ToRGB,
 )
+from torch import nn
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image
+from styleforge.model.networks import Generator
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model.networks import Generator
-from styleforge.config import ProjectionParams
-from styleforge.io import atomic_write
+from styleforge.core.io import atomic_write
 
 DISTANCE_RES = 256  # LPIPS was calibrated on 64-256 px patches; larger renders are averaged down
 
@@ -92,43 +91,56 @@ def project(
     generator: Generator,
     targets: torch.Tensor,
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    settings: ProjectionParams = ProjectionParams(),
+    *,
+    steps: int,  # optimisation steps (rosinality: 1000)
+    lr: float,  # peak Adam learning rate of the cosine ramp (0.1)
+    lr_rampup: float,  # fraction of the steps spent warming up (0.05)
+    lr_rampdown: float,  # fraction of the steps spent cooling down (0.25)
+    latent_noise: float,  # initial latent jitter, a fraction of W's spread (0.05)
+    latent_noise_ramp: float,  # fraction of the steps the jitter takes to vanish (0.75)
+    noise_regularize: float,  # weight that keeps the noise maps from learning the photo (1e5)
+    mse: float,  # weight of an extra pixel MSE term (0)
+    w_plus: bool,  # one W per layer: a closer fit, weaker edits and blends
+    n_mean_latent: int,  # z samples that locate W's mean and spread (10000)
     seed: int = 0,
     progress: bool = True,
 ) -> Projection:
-    """Project targets [N, 3, size, size] in [-1, 1]; distance(a, b) gives one value per sample."""
+    """Project targets [N, 3, size, size] in [-1, 1]; distance(a, b) gives one value per sample.
+
+    The settings are the portraits section's `projection` (rosinality's defaults in brackets).
+    """
     device = generator.input.input.device
     targets = targets.to(device)
     rng = torch.Generator(device=device).manual_seed(seed)
     batch, style_dim = targets.shape[0], generator.style_dim
     with _frozen(generator):
         with torch.no_grad():  # where W lives: its mean starts the search, its spread scales the jitter
-            w_samples = generator.style(torch.randn(settings.n_mean_latent, style_dim, generator=rng, device=device))
+            w_samples = generator.style(torch.randn(n_mean_latent, style_dim, generator=rng, device=device))
             w_mean = w_samples.mean(0)
-            w_std = ((w_samples - w_mean).pow(2).sum() / settings.n_mean_latent).sqrt().item()
+            w_std = ((w_samples - w_mean).pow(2).sum() / n_mean_latent).sqrt().item()
 
-        shape = (batch, generator.n_latent, style_dim) if settings.w_plus else (batch, style_dim)
+        shape = (batch, generator.n_latent, style_dim) if w_plus else (batch, style_dim)
         latent = w_mean.expand(shape).clone().requires_grad_(True)
         noises = [
             torch.randn(batch, *buffer.shape[1:], generator=rng, device=device).requires_grad_(True)
             for buffer in generator.const_noise()
         ]
-        optimizer = torch.optim.Adam([latent, *noises], lr=settings.lr)
+        optimizer = torch.optim.Adam([latent, *noises], lr=lr)
         target_small = _for_distance(targets)
         history = []
 
-        bar = tqdm(range(settings.steps), desc="project", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc="project", disable=not progress, leave=False)
         for step in bar:
-            t = step / settings.steps
-            optimizer.param_groups[0]["lr"] = cosine_lr(t, settings.lr, settings.lr_rampdown, settings.lr_rampup)
-            jitter = w_std * settings.latent_noise * max(0.0, 1 - t / settings.latent_noise_ramp) ** 2
+            t = step / steps
+            optimizer.param_groups[0]["lr"] = cosine_lr(t, lr, lr_rampdown, lr_rampup)
+            jitter = w_std * latent_noise * max(0.0, 1 - t / latent_noise_ramp) ** 2
             noisy = latent + jitter * torch.randn(latent.shape, generator=rng, device=device)
             images, _ = generator([noisy], input_is_latent=True, noise=noises)
 
             perceptual = distance(_for_distance(images), target_small)
-            loss = perceptual.sum() + settings.noise_regularize * noise_regularization(noises)
-            if settings.mse:
-                loss = loss + settings.mse * F.mse_loss(images, targets)
+            loss = perceptual.sum() + noise_regularize * noise_regularization(noises)
+            if mse:
+                loss = loss + mse * F.mse_loss(images, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

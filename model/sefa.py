@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from styleforge.model.generate import render, seed_z, to_uint8
+from styleforge.model.networks import Generator
 
-from model.generate import render, seed_z, to_uint8
-from model.networks import Generator
-from styleforge.io import atomic_write
+from styleforge.core.io import atomic_write
 
 
 def styled_conv_names(generator: Generator) -> list[str]:

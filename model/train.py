@@ -36,20 +36,25 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image, ImageOps
+from styleforge.model import losses
+from styleforge.model.ada import AdaptiveAugment
+from styleforge.model.checkpoint import load_checkpoint, save_checkpoint
+from styleforge.model.freeze import freeze
+from styleforge.model.generate import render, to_uint8
+from styleforge.model.networks import (
+    Discriminator,
+    Generator,
+    ModelConfig,
+    mixing_noise,
+)
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from model import losses
-from model.ada import AdaptiveAugment
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.freeze import freeze
-from model.generate import render, to_uint8
-from model.networks import Discriminator, Generator, ModelConfig, mixing_noise
-from styleforge.errors import UserError
-from styleforge.grid import save_sheet, tile_for
+from styleforge.core.errors import UserError
+from styleforge.core.grid import save_sheet, tile_for
 
 if TYPE_CHECKING:
-    from styleforge.config import TrainParams
+    from styleforge.core.config import TrainParams
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PL_DECAY = 0.01  # path-length running-mean decay (StyleGAN2)

@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from styleforge.config import AugmentParams
-from styleforge.env import quiet
-from styleforge.grid import save_sheet
-from styleforge.io import atomic_write_bytes, atomic_write_json
-from styleforge.reports import timed, write_report
+from styleforge.core.config import AugmentParams
+from styleforge.core.env import quiet
+from styleforge.core.grid import save_sheet
+from styleforge.core.io import atomic_write_bytes, atomic_write_json
+from styleforge.core.reports import timed, write_report
 
 quiet()  # Albumentations checks for updates at import unless told not to
 import albumentations as A  # noqa: E402

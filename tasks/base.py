@@ -12,20 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
-from model.checkpoint import (
+from styleforge.model.checkpoint import (
     NO_D_NOTE,
     CheckpointError,
     build_networks,
     load_checkpoint,
     save_checkpoint,
 )
-from model.networks import ModelConfig
-from model.train import Networks, Outputs, Trainer
-from styleforge.config import BaseParams
-from styleforge.fetch import FetchError, fetch, file_sha256
-from styleforge.reports import timed, write_report
-from tasks.finetune import run_checkpoint_dir, run_key
+from styleforge.model.networks import ModelConfig
+from styleforge.model.train import Networks, Outputs, Trainer
+from styleforge.tasks.finetune import run_checkpoint_dir, run_key
+
+from styleforge.core.config import BaseParams
+from styleforge.core.fetch import FetchError, fetch, file_sha256
+from styleforge.core.reports import timed, write_report
 
 MODEL = Path("data/base/model.pt")
 CHECKPOINTS = Path("data/base_ckpt")
@@ -36,7 +36,7 @@ SAMPLES = Path("reports/base_samples.png")
 def load_any(path: Path):
     """Our checkpoint or rosinality's `.pt` directly; NVIDIA's `.pkl` through model.convert."""
     if path.suffix == ".pkl":
-        from model.convert import load_nvidia_pkl
+        from styleforge.model.convert import load_nvidia_pkl
 
         return load_nvidia_pkl(path)
     return load_checkpoint(path)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from styleforge.config import BlendParams
-from styleforge.grid import save_sheet, tile_for
-from styleforge.reports import timed, write_report
+from styleforge.core.config import BlendParams
+from styleforge.core.grid import save_sheet, tile_for
+from styleforge.core.reports import timed, write_report
 
 BASE_MODEL = Path("data/base/model.pt")
 FINETUNED_MODEL = Path("data/finetune/model.pt")
@@ -24,11 +24,15 @@ SWEEP_RESOLUTIONS = (8, 16, 32, 64, 128)
 
 
 def run(params: BlendParams, root: Path = Path(".")) -> dict:
-    from model.blend import (
+    from styleforge.model.blend import (
         blend_generators,  # the model code is heavy; import it only to run
     )
-    from model.checkpoint import load_checkpoint, load_generator, save_checkpoint
-    from model.sefa import factorize
+    from styleforge.model.checkpoint import (
+        load_checkpoint,
+        load_generator,
+        save_checkpoint,
+    )
+    from styleforge.model.sefa import factorize
 
     report: dict = {}
     with timed(report):
@@ -58,15 +62,15 @@ def run(params: BlendParams, root: Path = Path(".")) -> dict:
 
 def render_seeds(generator, seeds: list[int], truncation: float) -> list:
     """RGB uint8 images of seeds, with the model's fixed noise: columns differ only by the model."""
-    from model.generate import render, to_uint8
-    from model.sefa import seed_latents
+    from styleforge.model.generate import render, to_uint8
+    from styleforge.model.sefa import seed_latents
 
     return list(to_uint8(render(generator, seed_latents(generator, seeds, truncation))))
 
 
 def write_sweep(base, finetuned, params: BlendParams, path: Path) -> list[str]:
     """Rows: params.sweep_seeds; columns: base, each cut below the model's size, fine-tuned."""
-    from model.blend import blend_generators
+    from styleforge.model.blend import blend_generators
 
     size, seeds, psi = base.config.size, params.sweep_seeds, params.truncation
     columns = {"base": render_seeds(base, seeds, psi)}

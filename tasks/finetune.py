@@ -15,17 +15,18 @@ import json
 import shutil
 from pathlib import Path
 
-from model.checkpoint import (
+from styleforge.model.checkpoint import (
     NO_D_NOTE,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from model.freeze import frozen_discriminator_names, frozen_generator_names
-from model.train import Networks, Outputs, Trainer, list_images
-from styleforge.config import FinetuneParams
-from styleforge.fetch import file_sha256
-from styleforge.reports import timed, write_report
+from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
+from styleforge.model.train import Networks, Outputs, Trainer, list_images
+
+from styleforge.core.config import FinetuneParams
+from styleforge.core.fetch import file_sha256
+from styleforge.core.reports import timed, write_report
 
 BASE_MODEL = Path("data/base/model.pt")
 MODEL = Path("data/finetune/model.pt")

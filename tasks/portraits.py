@@ -20,14 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from styleforge.tasks.faces import BadImage, find_faces, load_image
 from tqdm import tqdm
 
-from styleforge.config import FacesParams, PortraitsParams
-from styleforge.errors import UserError
-from styleforge.grid import save_sheet, tile_for
-from styleforge.io import atomic_write
-from styleforge.reports import timed, write_report
-from tasks.faces import BadImage, find_faces, load_image
+from styleforge.core.config import FacesParams, LpipsParams, PortraitsParams
+from styleforge.core.errors import UserError
+from styleforge.core.fetch import Unavailable, fetch
+from styleforge.core.grid import save_sheet, tile_for
+from styleforge.core.io import atomic_write
+from styleforge.core.reports import timed, write_report
 
 BASE_MODEL = Path("data/base/model.pt")
 BLEND_MODEL = Path("data/blend/model.pt")
@@ -70,10 +71,10 @@ def make_portraits(
     lpips_cache: Path,
 ) -> dict:
     """Project and render every photo into out_dir, the contact sheet to sheet_path; the report."""
-    from model.checkpoint import (
+    from styleforge.model.checkpoint import (
         load_generator,  # the model code is heavy; import it only to run
     )
-    from model.lpips import perceptual_distance
+    from styleforge.model.lpips import perceptual_distance
 
     use_cuda = params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -86,10 +87,7 @@ def make_portraits(
         blended = load_generator(blend_model).to(device)
         if base.config != blended.config:
             raise UserError(f"{base_model} and {blend_model} differ in shape: latents of one do not fit the other")
-        lpips = params.lpips
-        distance, report["distance"] = perceptual_distance(
-            lpips.vgg, lpips.lin, lpips_cache, lpips.vgg_sha256, lpips.lin_sha256
-        )
+        distance, report["distance"] = perceptual_distance(*lpips_weights(params.lpips, lpips_cache))
         distance.to(device)
         largest = faces.model_copy(update={"multi_face": "largest"})
 
@@ -109,6 +107,18 @@ def make_portraits(
     return {**report, **_summary(results), "results": results}
 
 
+def lpips_weights(lpips: LpipsParams, cache_dir: Path) -> tuple[Path | None, Path | None, str]:
+    """Local files of the LPIPS weights (fetched from paths or URLs, sha256-checked), or Nones and
+    why they are missing. A checksum mismatch raises: wrong weights must not pass."""
+    if not (lpips.vgg and lpips.lin):
+        return None, None, "no LPIPS weights configured (portraits.lpips.vgg and .lin)"
+    try:
+        return (fetch(lpips.vgg, cache_dir, lpips.vgg_sha256), fetch(lpips.lin, cache_dir, lpips.lin_sha256),
+                "")
+    except Unavailable as exc:
+        return None, None, str(exc)
+
+
 def aligned_face(photo: Path, faces: FacesParams) -> np.ndarray:
     """The photo's face, found and aligned exactly as the dataset's faces are; or Skip."""
     try:
@@ -122,11 +132,11 @@ def aligned_face(photo: Path, faces: FacesParams) -> np.ndarray:
 
 
 def _portrait(face, base, blended, distance, params: PortraitsParams, folder: Path, photo: Path):
-    from model.generate import to_uint8
-    from model.project import project, save_latent, to_tensor
+    from styleforge.model.generate import to_uint8
+    from styleforge.model.project import project, save_latent, to_tensor
 
     target = to_tensor(face, base.config.size)
-    projection = project(base, target, distance, params.projection, seed=params.seed)
+    projection = project(base, target, distance, **params.projection.model_dump(), seed=params.seed)
     with torch.inference_mode():
         portrait, _ = blended([projection.latent], input_is_latent=True, randomize_noise=False)
     images = [to_uint8(target)[0], to_uint8(projection.images)[0], to_uint8(portrait)[0]]

@@ -1,13 +1,38 @@
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from styleforge.env import quiet
+from styleforge.core.env import quiet
 
 quiet()
 REPO = Path(__file__).resolve().parents[1]
+
+
+def project_files() -> list[str]:
+    """The project's own files, from git: tracked ones and new ones git does not ignore.
+
+    Never what a run left in the checkout (data/, reports/, dvclive/, .prefect/, caches are all
+    git-ignored), so a test's project is the same after `make demo` as on a clean clone.
+    """
+    listing = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                             cwd=REPO, capture_output=True, check=True).stdout.decode()
+    return [name for name in listing.split("\0") if name and (REPO / name).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's code and config (project_files) copied into dest, without DVC's own folder:
+    the test runs `dvc init` there itself."""
+    for name in project_files():
+        if name.startswith((".dvc/", ".git")):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target)
+    return dest
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -41,8 +66,7 @@ def one_thread():
 def generator():
     """A 32x32 generator with random weights (torch seed 0), built once per test module."""
     import torch
-
-    from model.networks import ModelConfig
+    from styleforge.model.networks import ModelConfig
 
     torch.manual_seed(0)
     return ModelConfig(size=32, style_dim=32, n_mlp=2, channel_max=32, channel_base=256).generator().eval()

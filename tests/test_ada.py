@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from model.ada import AdaptiveAugment
-from model.checkpoint import build_networks, load_checkpoint, save_checkpoint
-from model.networks import ModelConfig
+from styleforge.model.ada import AdaptiveAugment
+from styleforge.model.checkpoint import build_networks, load_checkpoint, save_checkpoint
+from styleforge.model.networks import ModelConfig
 
 
 def test_p_rises_when_d_overfits_and_falls_when_it_does_not():

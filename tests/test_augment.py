@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 from skimage import data
+from styleforge.tasks.augment import run
 
-from styleforge.config import AugmentParams
-from tasks.augment import run
+from styleforge.core.config import AugmentParams
 
 
 def _write(path, rgb):

@@ -5,13 +5,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from styleforge.model.blend import blend_generators, fine_fraction
+from styleforge.model.checkpoint import load_generator, save_checkpoint
+from styleforge.model.networks import generator_param_resolution
+from styleforge.tasks.blend import (
+    BLEND_MODEL,
+    SEFA_FILE,
+    SWEEP_SHEET,
+    render_seeds,
+    run,
+)
 
-from model.blend import blend_generators, fine_fraction
-from model.checkpoint import load_generator, save_checkpoint
-from model.networks import generator_param_resolution
-from styleforge.config import BlendParams
-from styleforge.grid import tile_for
-from tasks.blend import BLEND_MODEL, SEFA_FILE, SWEEP_SHEET, render_seeds, run
+from styleforge.core.config import BlendParams
+from styleforge.core.grid import tile_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
-
-from model.checkpoint import (
+from styleforge.model.checkpoint import (
     FORMAT,
     NO_D_NOTE,
     CheckpointError,
@@ -25,16 +23,18 @@ from model.checkpoint import (
     save_checkpoint,
     to_rosinality,
 )
-from model.convert import (
+from styleforge.model.convert import (
     UnsafePickleError,
     convert_pickle,
     discriminator_names,
     generator_names,
 )
-from model.generate import generate, to_uint8
-from model.layers import make_kernel
-from model.networks import ModelConfig
-from styleforge.cli import app
+from styleforge.model.generate import generate, to_uint8
+from styleforge.model.layers import make_kernel
+from styleforge.model.networks import ModelConfig
+from typer.testing import CliRunner
+
+from styleforge.app.cli import app
 
 CONFIG = ModelConfig(32, style_dim=32, n_mlp=2, channel_base=512, channel_max=32)
 
@@ -100,7 +100,7 @@ def test_rosinality_file_with_g_ema_only_gets_a_mean_latent_and_notes(tmp_path):
 
 
 def test_config_is_inferred_from_rosinality_widths():
-    from model.checkpoint import infer_config
+    from styleforge.model.checkpoint import infer_config
 
     for config in (ModelConfig(64, channel_multiplier=1), ModelConfig(128), ModelConfig(256, n_mlp=4), CONFIG):
         with torch.device("meta"):  # shapes only

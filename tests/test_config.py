@@ -1,6 +1,6 @@
 import pytest
 
-from styleforge.config import ParamsError, load_params, parse_params
+from styleforge.core.config import ParamsError, load_params, parse_params
 from tests.conftest import REPO
 
 

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 RANK_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from pathlib import Path
-    from model.train import Trainer
-    from styleforge.config import FinetuneParams
-    from tasks import finetune
+    from styleforge.model.train import Trainer
+    from styleforge.core.config import FinetuneParams
+    from styleforge.tasks import finetune
 
     root = Path(sys.argv[1])
     real_run = Trainer.run

@@ -13,10 +13,16 @@ import pytest
 import skimage.data
 from matplotlib import cbook
 from PIL import Image
+from styleforge.tasks import faces
+from styleforge.tasks.faces import (
+    BadImage,
+    CropGeometry,
+    align_face,
+    find_faces,
+    load_image,
+)
 
-from styleforge.config import FacesParams
-from tasks import faces
-from tasks.faces import BadImage, CropGeometry, align_face, find_faces, load_image
+from styleforge.core.config import FacesParams
 
 DEFAULTS = FacesParams()
 

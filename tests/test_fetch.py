@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from styleforge.fetch import FetchError, Unavailable, fetch
+from styleforge.core.fetch import FetchError, Unavailable, fetch
 
 
 def _sha256(data: bytes) -> str:

@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from model import losses
-from model.checkpoint import (
+from styleforge.model import losses
+from styleforge.model.checkpoint import (
     CheckpointError,
     build_networks,
     load_checkpoint,
     load_generator,
     save_checkpoint,
 )
-from model.freeze import frozen_discriminator_names, frozen_generator_names
-from model.networks import ModelConfig
-from model.train import NonFiniteLossError, Trainer
-from styleforge.config import BaseParams, FinetuneParams
-from tasks import base as base_stage
-from tasks import finetune as finetune_stage
+from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
+from styleforge.model.networks import ModelConfig
+from styleforge.model.train import NonFiniteLossError, Trainer
+from styleforge.tasks import base as base_stage
+from styleforge.tasks import finetune as finetune_stage
+
+from styleforge.core.config import BaseParams, FinetuneParams
 
 TINY = ModelConfig(size=16, style_dim=32, n_mlp=2, channel_max=32)
 BATCH = 4
@@ -242,7 +242,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_timed_out_flow_run_ends_its_whole_process_group(tmp_path):
-    from flows.finetune import run_in_own_group
+    from styleforge.flows.finetune import run_in_own_group
 
     pidfile = tmp_path / "grandchild.pid"
     script = f"sleep 60 & echo $! > {pidfile}; wait"

@@ -5,8 +5,13 @@ import itertools
 import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
-
-from model.metrics import fid, frechet_distance, gaussian_fit, kid, mmd2_unbiased
+from styleforge.model.metrics import (
+    fid,
+    frechet_distance,
+    gaussian_fit,
+    kid,
+    mmd2_unbiased,
+)
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:

@@ -4,9 +4,8 @@ import random
 
 import pytest
 import torch
-
-from model.layers import ModulatedConv2d, StyledConv, ToRGB
-from model.networks import (
+from styleforge.model.layers import ModulatedConv2d, StyledConv, ToRGB
+from styleforge.model.networks import (
     ModelConfig,
     discriminator_param_resolution,
     ema_update,

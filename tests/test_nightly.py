@@ -4,7 +4,6 @@ and the nightly deployment end to end on the tiny config against a real Prefect 
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import date
@@ -12,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from styleforge.flows.nightly import WorkspaceBusy, workspace_lock
+from styleforge.flows.release import Release, dvc, git, judge, release
 
-from flows.nightly import WorkspaceBusy, workspace_lock
-from styleforge.config import GateParams, NightlyParams
-from styleforge.demo import sample_photos
-from styleforge.release import Release, dvc, git, judge, release
-from tests.conftest import REPO
+from styleforge.app.demo import sample_photos
+from styleforge.core.config import GateParams, NightlyParams
+from tests.conftest import REPO, copy_project
 from tests.test_evaluate import detector_path  # noqa: F401 (a fixture: the tiny TorchScript detector)
 from tests.test_schedule import prefect_server, scheduled
 
@@ -145,15 +144,7 @@ def test_a_held_workspace_makes_a_run_wait_then_fail(tmp_path):
 
 def tiny_project(root: Path, site: str, remote: Path, detector: Path) -> Path:
     """The repo's pipeline (dvc.yaml, its in-repo deps, params.yaml) shrunk to seconds, in git + DVC."""
-    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    for dep in sorted({d for stage in pipeline["stages"].values() for d in stage.get("deps", [])}):
-        source = REPO / dep
-        if source.is_dir():
-            shutil.copytree(source, root / dep, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-        elif source.is_file():
-            (root / dep).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, root / dep)
-    shutil.copy(REPO / "dvc.yaml", root)
+    copy_project(root)
     sample_photos(root / "photos")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["scrape"]["sources"][0]["url"] = f"{site}/index.html"
@@ -189,7 +180,7 @@ def nightly_summary(project: Path, deployment) -> dict:
 def test_nightly_deployment_publishes_then_rebuilds_nothing_then_refuses_a_held_workspace(tmp_path, detector_path):
     from prefect.deployments import run_deployment
 
-    from styleforge.samplesite import serve
+    from styleforge.app.samplesite import serve
 
     remote = tmp_path / "remote"
     with serve(0) as site:

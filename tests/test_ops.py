@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.autograd import gradcheck, gradgradcheck
-
-from model.ops import (
+from styleforge.model.ops import (
     FusedLeakyReLU,
     backend,
     build,
@@ -24,6 +22,7 @@ from model.ops import (
     upfirdn2d,
     upfirdn2d_ref,
 )
+from torch.autograd import gradcheck, gradgradcheck
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
@@ -237,7 +236,7 @@ CHILD = """
 import json, sys, time, warnings
 from pathlib import Path
 import torch
-from model.ops import build, fused_leaky_relu, fused_leaky_relu_ref, upfirdn2d, upfirdn2d_ref
+from styleforge.model.ops import build, fused_leaky_relu, fused_leaky_relu_ref, upfirdn2d, upfirdn2d_ref
 
 build.SOURCE_DIR = Path(sys.argv[1])
 x, k = torch.randn(1, 2, 8, 8), torch.ones(2, 2) / 4

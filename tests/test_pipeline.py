@@ -2,7 +2,6 @@
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from styleforge.samplesite import serve
-from tests.conftest import REPO
+from styleforge.app.samplesite import serve
+from tests.conftest import REPO, copy_project
 
 pytestmark = pytest.mark.slow
 BIN = str(Path(sys.executable).parent)  # dvc and styleforge live beside this python
@@ -31,8 +30,7 @@ def stages_run(output: str) -> set[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copytree(REPO / "tasks", root / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_project(root)
     with serve(0) as base_url:
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["scrape"]["sources"][0]["url"] = f"{base_url}/index.html"
@@ -61,8 +59,7 @@ def test_repro_builds_then_is_a_noop_then_reruns_only_downstream(project):
 
 def test_prefect_flow_skips_when_up_to_date_and_force_rebuilds(project, monkeypatch):
     from prefect import get_client
-
-    from flows.dataset import dataset_flow
+    from styleforge.flows.dataset import dataset_flow
 
     monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ["PATH"])
     dvc(project, "repro", "augment")  # whatever the other test left, start up to date

@@ -9,11 +9,10 @@ import torch
 from matplotlib import cbook
 from PIL import Image
 from skimage import data
-
-from model.checkpoint import save_checkpoint
-from model.generate import to_uint8
-from model.lpips import LPIPS, MultiScalePixelDistance, perceptual_distance
-from model.project import (
+from styleforge.model.checkpoint import save_checkpoint
+from styleforge.model.generate import to_uint8
+from styleforge.model.lpips import LPIPS, MultiScalePixelDistance, perceptual_distance
+from styleforge.model.project import (
     cosine_lr,
     load_latent,
     noise_regularization,
@@ -21,10 +20,17 @@ from model.project import (
     save_latent,
     to_tensor,
 )
-from styleforge.config import FacesParams, PortraitsParams, ProjectionParams
-from styleforge.grid import tile_for
-from tasks.faces import find_faces, load_image
-from tasks.portraits import run as run_portraits
+from styleforge.tasks.faces import find_faces, load_image
+from styleforge.tasks.portraits import lpips_weights
+from styleforge.tasks.portraits import run as run_portraits
+
+from styleforge.core.config import (
+    FacesParams,
+    LpipsParams,
+    PortraitsParams,
+    ProjectionParams,
+)
+from styleforge.core.grid import tile_for
 
 SMALL_VGG = ((8, 8), (8, 8), (16, 16, 16), (16, 16, 16), (16, 16, 16))  # VGG16's layout, narrow
 
@@ -54,9 +60,8 @@ def test_lpips_loads_torchvision_layout_and_is_a_distance(lpips_files):
     vgg, lin = lpips_files
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # real weights: no fallback warning
-        distance, name = perceptual_distance(
-            str(vgg), str(lin), vgg.parent, vgg_sha256=_sha256(vgg)[:8], lin_sha256=_sha256(lin)
-        )
+        settings = LpipsParams(vgg=str(vgg), lin=str(lin), vgg_sha256=_sha256(vgg)[:8], lin_sha256=_sha256(lin))
+        distance, name = perceptual_distance(*lpips_weights(settings, vgg.parent))
     assert name == "lpips_vgg" and isinstance(distance, LPIPS)
     torch.manual_seed(2)
     a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
@@ -68,7 +73,7 @@ def test_lpips_loads_torchvision_layout_and_is_a_distance(lpips_files):
 def test_missing_weights_fall_back_with_one_warning(tmp_path):
     for vgg, lin in [(None, None), (str(tmp_path / "absent.pth"), str(tmp_path / "absent-lin.pth"))]:
         with pytest.warns(UserWarning, match="fallback") as caught:
-            distance, name = perceptual_distance(vgg, lin, tmp_path)
+            distance, name = perceptual_distance(*lpips_weights(LpipsParams(vgg=vgg, lin=lin), tmp_path))
         assert len(caught) == 1
         assert name == "pixel_multiscale" and isinstance(distance, MultiScalePixelDistance)
     a = torch.rand(1, 3, 64, 64)
@@ -95,7 +100,7 @@ def test_projection_recovers_a_generated_image(generator, tmp_path):
         w = generator.truncate(generator.style(torch.randn(1, generator.style_dim)), 0.5, generator.mean_latent(2000))
         target, _ = generator([w], input_is_latent=True, randomize_noise=False)
     settings = ProjectionParams(steps=150, n_mean_latent=2000)
-    result = project(generator, target, MultiScalePixelDistance(), settings, progress=False)
+    result = project(generator, target, MultiScalePixelDistance(), **settings.model_dump(), progress=False)
     assert result.latent.shape == (1, generator.n_latent, generator.style_dim)
     assert result.distance.item() < 0.1 * result.history[0]
     assert result.distance.item() < 0.01  # images in [-1, 1]: a 0.1 RMS error at most
@@ -112,9 +117,9 @@ def test_projection_recovers_a_generated_image(generator, tmp_path):
 def test_distance_to_a_real_photo_falls_in_trend(generator, lpips_files, w_plus):
     face = np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))[40:380, 130:470]
     target = to_tensor(face, generator.size)
-    distance, _ = perceptual_distance(*map(str, lpips_files), lpips_files[0].parent)
+    distance, _ = perceptual_distance(*lpips_files)
     settings = ProjectionParams(steps=100, n_mean_latent=1000, w_plus=w_plus)
-    history = project(generator, target, distance, settings, progress=False).history
+    history = project(generator, target, distance, **settings.model_dump(), progress=False).history
     tenths = [np.mean(history[i : i + 10]) for i in range(0, 100, 10)]
     assert tenths[-1] < 0.8 * tenths[0]
     assert sum(later < earlier for earlier, later in zip(tenths, tenths[1:])) >= 6

@@ -5,7 +5,7 @@ import hashlib
 import requests
 from PIL import Image, ImageOps
 
-from styleforge.samplesite import build_site, serve
+from styleforge.app.samplesite import build_site, serve
 
 
 def digests(root):

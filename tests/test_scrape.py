@@ -25,13 +25,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from styleforge.tasks.scrape import run
+from styleforge.tasks.scrape.extract import (
+    extract_image_urls,
+    largest_srcset_url,
+    parse_srcset,
+)
+from styleforge.tasks.scrape.manifest import COLUMNS, MANIFEST, RAW_DIR
 
-from styleforge.config import ScrapeParams
-from styleforge.reports import read_report
-from styleforge.samplesite import SampleSiteHandler, serve
-from tasks.scrape import run
-from tasks.scrape_extract import extract_image_urls, largest_srcset_url, parse_srcset
-from tasks.scrape_manifest import COLUMNS, MANIFEST, RAW_DIR
+from styleforge.app.samplesite import SampleSiteHandler, serve
+from styleforge.core.config import ScrapeParams
+from styleforge.core.reports import read_report
 from tests.conftest import REPO
 
 # --- the test server ----------------------------------------------------------------------------
@@ -467,8 +471,8 @@ def test_a_killed_scrape_keeps_every_finished_batch(site, tmp_path, hits):
     stuck = "/test/slow.jpg?key=kill&delay=30"
     params = fast(page_of(site, *quick, stuck), batch_size=2, concurrency=1, timeout_s=60)
     script = (
-        "import sys; from pathlib import Path; from styleforge.config import ScrapeParams; "
-        "from tasks.scrape import run; run(ScrapeParams.model_validate_json(sys.argv[1]), Path(sys.argv[2]))"
+        "import sys; from pathlib import Path; from styleforge.core.config import ScrapeParams; "
+        "from styleforge.tasks.scrape import run; run(ScrapeParams.model_validate_json(sys.argv[1]), Path(sys.argv[2]))"
     )
     scrape = subprocess.Popen([sys.executable, "-c", script, params.model_dump_json(), str(tmp_path)], cwd=REPO)
     try:

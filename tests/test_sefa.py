@@ -2,11 +2,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
-
-from model.checkpoint import save_checkpoint
-from model.generate import generate, render, to_uint8
-from model.sefa import (
+from styleforge.model.checkpoint import save_checkpoint
+from styleforge.model.generate import generate, render, to_uint8
+from styleforge.model.sefa import (
     Directions,
     edit,
     edit_grid,
@@ -16,8 +14,10 @@ from model.sefa import (
     seed_latents,
     styled_conv_names,
 )
-from styleforge.cli import app
-from styleforge.grid import tile_for
+from typer.testing import CliRunner
+
+from styleforge.app.cli import app
+from styleforge.core.grid import tile_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

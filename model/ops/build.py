@@ -14,6 +14,7 @@ builder dies); the others wait and then load its result. A build that fails warn
 reference is used for the rest of the process: it is never retried per call.
 """
 import hashlib
+import importlib.resources
 import os
 import shutil
 import sys
@@ -25,7 +26,8 @@ from pathlib import Path
 import filelock
 import torch
 
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
+# The sources ship as package data (styleforge.csrc), so a wheel builds the same kernels as a checkout.
+SOURCE_DIR = Path(str(importlib.resources.files("styleforge.csrc")))
 LOCK_TIMEOUT_S = 900  # a cold CUDA build can take minutes; longer than that is a hung builder
 
 _SOURCES = {

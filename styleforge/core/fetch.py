@@ -15,8 +15,8 @@ from urllib.request import urlopen
 
 from tqdm import tqdm
 
-from styleforge.errors import UserError
-from styleforge.io import atomic_write
+from styleforge.core.errors import UserError
+from styleforge.core.io import atomic_write
 
 URL_SCHEMES = ("http", "https", "file")
 TIMEOUT_S = 60

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from styleforge.env import quiet
+from styleforge.core.env import quiet
 
 quiet()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -24,8 +24,8 @@ def stage(
     params: Path = typer.Option(Path("params.yaml"), help="params file, in the project root"),
 ) -> None:
     """Run one stage by hand (this is what dvc.yaml calls)."""
-    from styleforge.errors import UserError
-    from styleforge.stages import UnknownStage, run_stage
+    from styleforge.core.errors import UserError
+    from styleforge.tasks.stages import UnknownStage, run_stage
 
     try:
         report = run_stage(name, root=params.parent, params_file=params.name)
@@ -40,8 +40,8 @@ def dataset(
     root: Path = typer.Option(Path("."), help="project root (holds dvc.yaml and params.yaml)"),
 ) -> None:
     """Rebuild data/train from the sources in params.yaml: a Prefect flow over `dvc repro`."""
-    from flows.dataset import dataset_flow
-    from styleforge.config import ParamsError, load_params
+    from styleforge.core.config import ParamsError, load_params
+    from styleforge.flows.dataset import dataset_flow
 
     try:
         load_params(root / "params.yaml")  # fail on bad params before Prefect or DVC start
@@ -61,8 +61,8 @@ def finetune(
     root: Path = typer.Option(Path("."), help="project root (holds dvc.yaml and params.yaml)"),
 ) -> None:
     """Fine-tune data/base/model.pt on data/train: a Prefect flow over `dvc repro finetune`, with retries."""
-    from flows.finetune import finetune_flow
-    from styleforge.config import ParamsError, load_params
+    from styleforge.core.config import ParamsError, load_params
+    from styleforge.flows.finetune import finetune_flow
 
     try:
         load_params(root / "params.yaml")
@@ -75,7 +75,7 @@ def finetune(
 @app.command("sample-site")
 def sample_site(port: int = typer.Option(8765, help="port on 127.0.0.1")) -> None:
     """Serve the embedded sample site (real photos from installed packages) until Ctrl-C."""
-    from styleforge.samplesite import serve_forever
+    from styleforge.app.samplesite import serve_forever
 
     serve_forever(port)
 
@@ -83,13 +83,13 @@ def sample_site(port: int = typer.Option(8765, help="port on 127.0.0.1")) -> Non
 @app.command()
 def demo(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """The embedded default: serve the sample site, build the dataset, print the reports."""
-    from styleforge.demo import run_demo
+    from styleforge.app.demo import run_demo
 
     run_demo(root)
 
 
 def _nightly_params(root: Path):
-    from styleforge.config import ParamsError, load_params
+    from styleforge.core.config import ParamsError, load_params
 
     try:
         return load_params(root / "params.yaml").nightly  # fail on bad params before Prefect or DVC start
@@ -101,7 +101,7 @@ def _nightly_params(root: Path):
 def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC workspace")) -> None:
     """One nightly run now (the flow the schedule runs): scrape, rebuild, gate, publish or keep."""
     _nightly_params(root)
-    from flows.nightly import WorkspaceBusy, nightly_flow
+    from styleforge.flows.nightly import WorkspaceBusy, nightly_flow
 
     try:
         summary = nightly_flow(root=str(root))
@@ -119,7 +119,7 @@ def schedule(
     """Serve the nightly deployment (nightly.cron in nightly.timezone, one run at a time) until Ctrl-C."""
     import os
 
-    from styleforge import server as prefect_server
+    from styleforge.app import server as prefect_server
 
     params = _nightly_params(root)
     os.environ.setdefault("PREFECT_HOME", str(prefect_server.project_home(root)))
@@ -144,7 +144,7 @@ def server(
     port: int = typer.Option(4200, help="port on 127.0.0.1"),
 ) -> None:
     """Run a Prefect server on 127.0.0.1 (SQLite in the project's PREFECT_HOME, analytics off)."""
-    from styleforge.server import api_url, exec_server, project_home
+    from styleforge.app.server import api_url, exec_server, project_home
 
     typer.echo(f"Prefect server for {root.resolve()}: set PREFECT_API_URL={api_url(port)} in other shells")
     exec_server(project_home(root), port)
@@ -174,8 +174,8 @@ def _latents(generator, seeds: str, option: str, latent_files: list[Path], trunc
     the seeds may be left out where latent files are given."""
     import torch
 
-    from model.project import load_latent
-    from model.sefa import seed_latents
+    from styleforge.model.project import load_latent
+    from styleforge.model.sefa import seed_latents
 
     seed_list = _seed_list(seeds, option, required=not latent_files)
     parts = [seed_latents(generator, seed_list, truncation)] if seed_list else []
@@ -200,9 +200,9 @@ def portraits(
     blend: Path = typer.Option(Path("data/blend/model.pt"), help="model the portraits are rendered by"),
 ) -> None:
     """The portraits stage on the given photos, outside DVC: OUT/<photo>/, OUT/portraits.png and .json."""
-    from styleforge.config import ParamsError, load_params
-    from styleforge.io import atomic_write_json
-    from tasks.portraits import make_portraits
+    from styleforge.core.config import ParamsError, load_params
+    from styleforge.core.io import atomic_write_json
+    from styleforge.tasks.portraits import make_portraits
 
     try:
         settings = load_params(params)
@@ -237,9 +237,9 @@ def edit(
     """SeFa edits: each direction at evenly spaced degrees, for seeds and projected photos."""
     import numpy as np
 
-    from model.checkpoint import CheckpointError, load_generator
-    from model.sefa import Directions, edit_grid, factorize
-    from styleforge.grid import save_sheet, tile_for
+    from styleforge.core.grid import save_sheet, tile_for
+    from styleforge.model.checkpoint import CheckpointError, load_generator
+    from styleforge.model.sefa import Directions, edit_grid, factorize
 
     first, stop = _span(directions, "--directions")
     try:
@@ -267,9 +267,9 @@ def mix(
     out: Path = typer.Option(Path("reports/mix.png"), help="the grid, plain columns on top and plain rows at the side"),
 ) -> None:
     """Style-mixing grid: rows (seeds and/or projected photos) with each column seed's STYLES."""
-    from model.checkpoint import CheckpointError, load_generator
-    from model.sefa import mix_grid
-    from styleforge.grid import save_sheet, tile_for
+    from styleforge.core.grid import save_sheet, tile_for
+    from styleforge.model.checkpoint import CheckpointError, load_generator
+    from styleforge.model.sefa import mix_grid
 
     try:
         generator = load_generator(checkpoint)
@@ -304,8 +304,8 @@ def generate(
     """Render images from a checkpoint's g_ema: OUT/seedNNNN.png (or zNNNN.png) and OUT/grid.png."""
     import numpy as np
 
-    from model.checkpoint import CheckpointError
-    from model.generate import generate as render_latents
+    from styleforge.model.checkpoint import CheckpointError
+    from styleforge.model.generate import generate as render_latents
 
     if (seeds is None) == (z is None):
         _fail("give --seeds or --z (one of them)")
@@ -328,8 +328,8 @@ def convert(
     """Convert an NVIDIA pickle without running its code (a restricted unpickler reads it)."""
     import pickle
 
-    from model.checkpoint import CheckpointError
-    from model.convert import convert_pickle
+    from styleforge.model.checkpoint import CheckpointError
+    from styleforge.model.convert import convert_pickle
 
     try:
         summary = convert_pickle(src, dst)

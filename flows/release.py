@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from styleforge.config import GateParams, NightlyParams
+from styleforge.core.config import GateParams, NightlyParams
 
 METRICS_FILE = "reports/metrics.json"
 RELEASE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", METRICS_FILE)

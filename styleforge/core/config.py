@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from styleforge.errors import UserError
+from styleforge.core.errors import UserError
 
 PARAMS_FILE = "params.yaml"
 

@@ -6,11 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import requests
+from styleforge.tasks.scrape.browser import Browser
+from styleforge.tasks.scrape.extract import extract_image_urls
+from styleforge.tasks.scrape.http import (
+    Fetcher,
+    HostUnreachable,
+    PageError,
+    TooLarge,
+    describe,
+)
 
-from styleforge.config import Source
-from tasks.scrape_browser import Browser
-from tasks.scrape_extract import extract_image_urls
-from tasks.scrape_http import Fetcher, HostUnreachable, PageError, TooLarge, describe
+from styleforge.core.config import Source
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from styleforge.tasks.faces.cache import FacesCache
 
-from styleforge.grid import save_sheet
-from tasks.faces_cache import FacesCache
+from styleforge.core.grid import save_sheet
 
 MAX_TILES = 64
 TILE = 144

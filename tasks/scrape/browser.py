@@ -11,10 +11,10 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.wait import WebDriverWait
+from styleforge.tasks.scrape.extract import extract_image_urls
+from styleforge.tasks.scrape.http import PageError
 
-from styleforge.config import ScrapeParams, Source
-from tasks.scrape_extract import extract_image_urls
-from tasks.scrape_http import PageError
+from styleforge.core.config import ScrapeParams, Source
 
 # Debian's packages; passing the driver's path stops Selenium Manager from downloading one.
 CHROMEDRIVER = "/usr/bin/chromedriver"

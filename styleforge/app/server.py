@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from styleforge.config import NightlyParams
+from styleforge.core.config import NightlyParams
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -95,7 +95,7 @@ def nightly_deployment(root: Path, nightly: NightlyParams):
     from prefect.flows import EntrypointType
     from prefect.schedules import Cron
 
-    from flows.nightly import nightly_flow
+    from styleforge.flows.nightly import nightly_flow
 
     return nightly_flow.to_deployment(
         name=DEPLOYMENT_NAME,

@@ -9,10 +9,15 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from styleforge.tasks.faces.align import (
+    CropGeometry,
+    align_face,
+    box_geometry,
+    eye_geometry,
+)
+from styleforge.tasks.faces.haar import Box, Eyes, cascade, confirm_face, find_eyes
 
-from styleforge.config import FacesParams
-from tasks.faces_align import CropGeometry, align_face, box_geometry, eye_geometry
-from tasks.faces_haar import Box, Eyes, cascade, confirm_face, find_eyes
+from styleforge.core.config import FacesParams
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 # Faces cut by the photo's edge (tight portrait crops) need a Haar window reaching past it: the

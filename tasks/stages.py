@@ -10,18 +10,18 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from styleforge.config import load_params
+from styleforge.core.config import load_params
 
 STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "scrape": ("tasks.scrape", ("scrape",)),
-    "faces": ("tasks.faces", ("faces",)),
-    "augment": ("tasks.augment", ("augment",)),
-    "base": ("tasks.base", ("base",)),
-    "finetune": ("tasks.finetune", ("finetune",)),
-    "blend": ("tasks.blend", ("blend",)),
+    "scrape": ("styleforge.tasks.scrape", ("scrape",)),
+    "faces": ("styleforge.tasks.faces", ("faces",)),
+    "augment": ("styleforge.tasks.augment", ("augment",)),
+    "base": ("styleforge.tasks.base", ("base",)),
+    "finetune": ("styleforge.tasks.finetune", ("finetune",)),
+    "blend": ("styleforge.tasks.blend", ("blend",)),
     # photos go through the dataset's own face detection and alignment
-    "portraits": ("tasks.portraits", ("portraits", "faces")),
-    "evaluate": ("tasks.evaluate", ("evaluate",)),
+    "portraits": ("styleforge.tasks.portraits", ("portraits", "faces")),
+    "evaluate": ("styleforge.tasks.evaluate", ("evaluate",)),
 }
 DATASET_STAGES = ["scrape", "faces", "augment"]
 

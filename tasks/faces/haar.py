@@ -8,8 +8,7 @@ import os
 
 import cv2
 import numpy as np
-
-from tasks.faces_align import BOX_EYE_DISTANCE
+from styleforge.tasks.faces.align import BOX_EYE_DISTANCE
 
 Box = tuple[int, int, int, int]  # x, y, width, height in source pixels
 Eyes = tuple[tuple[float, float], tuple[float, float]]  # (left, right) centres, image-left first

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.table import Table
 
-from styleforge.config import load_params
-from styleforge.reports import read_report, report_path
+from styleforge.core.config import load_params
+from styleforge.core.reports import read_report, report_path
 
 console = Console()
 SUMMARY_KEYS = 8  # rows of each report shown; the JSON files hold the rest
@@ -52,8 +52,8 @@ def print_reports(root: Path, stages: list[str]) -> None:
 
 
 def run_demo(root: Path) -> None:
-    from flows.pipeline import pipeline_flow
-    from styleforge.samplesite import serve
+    from styleforge.app.samplesite import serve
+    from styleforge.flows.pipeline import pipeline_flow
 
     port = sample_site_port(root)
     sample_photos(root / load_params(root / "params.yaml").portraits.photos)

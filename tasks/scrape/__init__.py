@@ -16,15 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from tqdm import tqdm
-
-from styleforge.config import ScrapeParams
-from styleforge.io import atomic_write_bytes
-from styleforge.reports import timed, write_report
-from tasks.scrape_browser import Browser
-from tasks.scrape_http import Fetcher, HostUnreachable
-from tasks.scrape_images import Download, fetch_image
-from tasks.scrape_manifest import (
+from styleforge.tasks.scrape.browser import Browser
+from styleforge.tasks.scrape.download import Download, fetch_image
+from styleforge.tasks.scrape.http import Fetcher, HostUnreachable
+from styleforge.tasks.scrape.manifest import (
     RAW_DIR,
     STATUSES,
     SeenImages,
@@ -32,7 +27,12 @@ from tasks.scrape_manifest import (
     load_manifest,
     save_manifest,
 )
-from tasks.scrape_pages import PageResult, collect_page
+from styleforge.tasks.scrape.pages import PageResult, collect_page
+from tqdm import tqdm
+
+from styleforge.core.config import ScrapeParams
+from styleforge.core.io import atomic_write_bytes
+from styleforge.core.reports import timed, write_report
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import imagehash
 import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
+from styleforge.tasks.scrape.http import Fetcher, TooLarge, describe
 
-from styleforge.config import ScrapeParams
-from tasks.scrape_http import Fetcher, TooLarge, describe
+from styleforge.core.config import ScrapeParams
 
 # File extensions by the format Pillow found in the bytes (never by URL or Content-Type).
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from styleforge.tasks.scrape.download import PILLOW_BOMB
 
-from styleforge.config import ScrapeParams
-from styleforge.io import atomic_write
-from tasks.scrape_images import PILLOW_BOMB
+from styleforge.core.config import ScrapeParams
+from styleforge.core.io import atomic_write
 
 RAW_DIR = Path("data/raw")
 MANIFEST = RAW_DIR / "manifest.parquet"

@@ -21,16 +21,16 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
+from styleforge.tasks.faces.align import CropGeometry, align_face
+from styleforge.tasks.faces.cache import FacesCache, publish
+from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
+from styleforge.tasks.faces.sheets import write_sheets
+from styleforge.tasks.faces.worker import Job, init_worker, process_file
 from tqdm import tqdm
 
-from styleforge.config import FacesParams
-from styleforge.reports import REPORTS_DIR, timed, write_report
-from tasks.faces_align import CropGeometry, align_face
-from tasks.faces_cache import FacesCache, publish
-from tasks.faces_detect import FaceCrop, Reject, find_faces
-from tasks.faces_image import BadImage, load_image
-from tasks.faces_sheets import write_sheets
-from tasks.faces_worker import Job, init_worker, process_file
+from styleforge.core.config import FacesParams
+from styleforge.core.images import BadImage, load_image
+from styleforge.core.reports import REPORTS_DIR, timed, write_report
 
 __all__ = ["run", "load_image", "BadImage", "find_faces", "FaceCrop", "Reject", "align_face", "CropGeometry"]
 
@@ -85,7 +85,7 @@ def _results(work: Callable[[Job], dict], jobs: list[Job], workers: int) -> Iter
     # forkserver: forking a process that may hold other threads (Prefect's, pyarrow's) can
     # deadlock; the server imports OpenCV and our modules once, then forks each worker from itself.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["tasks.faces_worker"])
+    context.set_forkserver_preload(["styleforge.tasks.faces.worker"])
     with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
         for future in as_completed([pool.submit(work, job) for job in jobs]):
             yield future.result()

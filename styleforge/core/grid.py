@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from styleforge.io import atomic_write
+from styleforge.core.io import atomic_write
 
 
 def tile_for(image_size: int) -> int:

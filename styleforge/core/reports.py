@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from styleforge.io import atomic_write_json
+from styleforge.core.io import atomic_write_json
 
 REPORTS_DIR = Path("reports")
 

@@ -16,23 +16,26 @@ from pathlib import Path
 
 import cv2
 
-from styleforge.config import FacesParams
-from styleforge.io import atomic_write
+from styleforge.core import images
+from styleforge.core.config import FacesParams
+from styleforge.core.io import atomic_write
 
 CACHE_DIR = Path("data/cache/faces")
 # Settings that change how the work is done but never its result.
 NOT_IN_KEY = {"workers"}
-# The code that shapes what a photo yields: editing it retires every old entry, so a fix can
-# never be hidden behind results cached before it.
-SHAPING_MODULES = ("faces_image", "faces_detect", "faces_haar", "faces_align", "faces_worker")
+# The code that shapes what a photo yields -- this package and the image reader -- is hashed
+# into the key: editing it retires every old entry, so a fix can never hide behind results
+# cached before it. (The whole package: a module added later is covered without a list.)
+SHAPING_CODE = (Path(__file__).parent, Path(images.__file__))
 
 
 def params_key(params: FacesParams) -> str:
     """Hash of everything that shapes the output: the params, our code and OpenCV's version
     (its cascades and resampling)."""
     code = hashlib.sha256()
-    for module in SHAPING_MODULES:
-        code.update((Path(__file__).parent / f"{module}.py").read_bytes())
+    for place in SHAPING_CODE:
+        for source in sorted(place.rglob("*.py")) if place.is_dir() else [place]:
+            code.update(source.name.encode() + b"\0" + source.read_bytes())
     shaping = {"params": params.model_dump(exclude=NOT_IN_KEY), "code": code.hexdigest(), "opencv": cv2.__version__}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 

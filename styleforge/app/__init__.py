@@ -1,0 +1,1 @@
+"""The application: command line, demo, Prefect server, sample site. Nothing imports it."""
