@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_project
 
 pytestmark = pytest.mark.slow
 GENERIC_NAMES = ("model", "tasks", "flows", "csrc")
@@ -16,8 +16,9 @@ GENERIC_NAMES = ("model", "tasks", "flows", "csrc")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)],
+    """Built from a copy of the project's files: setuptools writes build/ beside the sources."""
+    source, out = copy_project(tmp_path_factory.mktemp("source")), tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
                    check=True, capture_output=True)
     (built,) = out.glob("styleforge-*.whl")
     return built
