@@ -41,7 +41,7 @@ def measure(device: str, steps: int, bf16: bool) -> dict:
     from styleforge.model.checkpoint import build_networks
     from styleforge.model.networks import ModelConfig
     from styleforge.model.ops import backend
-    from styleforge.model.train import Networks, Outputs, Trainer
+    from styleforge.model.train import Networks, Outputs, Trainer, TrainingSettings
 
     from styleforge.core.config import FinetuneParams
 
@@ -51,8 +51,8 @@ def measure(device: str, steps: int, bf16: bool) -> dict:
     params = FinetuneParams(batch=spec["batch"], device=device, bf16=bf16, augment_p=0.2, ada_target=None,
                             freeze_d=0, workers=0)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(Networks(config, *build_networks(config)), params, Path(tmp),
-                          Outputs(Path(tmp) / "ckpt", Path(tmp) / "live", Path(tmp) / "s.png"))
+        trainer = Trainer(Networks(config, *build_networks(config)), TrainingSettings.of(params), Path(tmp),
+                          Outputs(Path(tmp) / "ckpt", Path(tmp) / "s.png"))
         reals = torch.rand(trainer.per_rank, 3, config.size, config.size, device=trainer.ranks.device) * 2 - 1
 
         def run(count: int) -> tuple[float, float]:

@@ -5,64 +5,93 @@ and fakes), D reg every r1_every steps (R1 through the augmentation), G main (no
 G reg every pl_every steps (path length), then G_ema and ADA's p. Adam's lr and betas are
 corrected for lazy regularisation (lr * k/(k+1), beta ** (k/(k+1))), as in the paper.
 
-Data parallel: launched by torchrun, every rank runs this loop on batch / world images and the
-gradients are averaged by one flat all_reduce per optimiser step (NVIDIA's stylegan3 scheme).
-The networks are not wrapped in DistributedDataParallel: its docs rule out torch.autograd.grad
-(R1 and path length are built on it), and its reducer expects each forward to be followed by a
-backward reaching every parameter, which the alternating G/D phases and frozen blocks break.
-Rank 0 writes checkpoints, logs and samples.
+Data parallel under torchrun (model/distributed.py): every rank runs this loop on batch / world
+images and the gradients are averaged per optimiser step. Rank 0 writes checkpoints, snapshots
+and sample grids, and calls the hooks.
 
 Resume is bit-for-bit on CPU: a checkpoint holds G, D, G_ema, both Adam states, the step, ADA's
 p and its statistics and the path-length mean. Every random draw of a step (z, style-mixing
 cut, noise inputs, augmentations) comes from generators reseeded from (seed, step, rank) at the
-start of the step, and the data order is a pure function of (seed, step) too, so neither RNG
-streams nor loader positions need saving, and each rank draws differently.
+start of the step, and the data order is a pure function of (seed, step) too (model/data.py),
+so neither RNG streams nor loader positions need saving, and each rank draws differently.
+
+model/ knows no pipeline: the settings come in as a TrainingSettings, and what the stage does
+with metrics, grids and snapshots (DVCLive, Inception, picking a snapshot) goes through Hooks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 import random
-import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from PIL import Image, ImageOps
-from styleforge.model import losses
-from styleforge.model.ada import AdaptiveAugment
-from styleforge.model.checkpoint import load_checkpoint, save_checkpoint
-from styleforge.model.freeze import freeze
-from styleforge.model.generate import render, to_uint8
-from styleforge.model.networks import (
-    Discriminator,
-    Generator,
-    ModelConfig,
-    mixing_noise,
-)
-from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from styleforge.core.errors import UserError
 from styleforge.core.grid import save_sheet, tile_for
+from styleforge.core.io import atomic_write_json
+from styleforge.model import losses
+from styleforge.model.ada import AdaptiveAugment
+from styleforge.model.checkpoint import load_checkpoint, save_checkpoint
+from styleforge.model.data import ImageFolder, endless_batches
+from styleforge.model.distributed import setup_ranks
+from styleforge.model.freeze import freeze
+from styleforge.model.generate import render, to_uint8
+from styleforge.model.networks import Discriminator, Generator, ModelConfig, mixing_noise
 
-if TYPE_CHECKING:
-    from styleforge.core.config import TrainParams
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PL_DECAY = 0.01  # path-length running-mean decay (StyleGAN2)
 LATEST = "latest.pt"
+SNAPSHOTS = "snapshots"
+SNAPSHOT_INDEX = "snapshots.json"
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(UserError, RuntimeError):
     """A loss went NaN/inf; the last good checkpoint is left as it was."""
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Every setting of a run, said where it acts. The base and finetune stages fill it from their
+    params section (`TrainingSettings.of(section)`); StyleGAN2 config F's values in brackets."""
+
+    kimg: float  # length of the run in thousands of real images shown to D
+    batch: int  # images per optimiser step over all ranks, a multiple of ranks [16 at 256x256 on one GPU]
+    lr: float  # Adam learning rate, betas (0, 0.99), lazy-regularisation corrected [0.002]
+    r1_gamma: float  # R1 weight [10 at 256x256; NVIDIA's auto rule 0.0002 * res^2 / batch]
+    r1_every: int  # lazy R1: steps between R1 steps [16]
+    pl_weight: float  # path-length regularisation weight; 0 turns it off [2]
+    pl_every: int  # lazy path length: steps between its steps [4]
+    pl_batch_shrink: int  # path-length batch = batch / this [2]
+    style_mixing: float  # probability of mixing two z in one image [0.9]
+    ema_kimg: float  # half-life of G_ema in thousands of images [10]
+    augment_p: float  # initial ADA probability; the fixed one when ada_target is None [0]
+    ada_target: float | None  # ADA's r_t target; None keeps augment_p fixed [0.6]
+    ada_kimg: float  # ADA speed: kimg for p to move by 1 [500]
+    ada_interval: int  # steps between ADA adjustments [4]
+    checkpoint_every: int  # steps between resumable checkpoints (checkpoint_dir/latest.pt)
+    sample_every: int  # steps between sample grids (samples_png)
+    log_every: int  # steps averaged into one logged row and one tick line
+    samples: int  # images in a sample grid, on fixed z
+    snapshot_kimg: float  # kimg between kept snapshots: a numbered checkpoint and its grid [NVIDIA: 16]
+    keep_snapshots: int  # snapshots kept: the newest ones, and the best by the hook's metric
+    seed: int  # seeds the sample z, every step's draws and the data order
+    device: str  # auto | cpu | cuda
+    bf16: bool  # bf16 autocast for the G and D forward passes (GPU only)
+    workers: int  # data-loader processes per rank
+
+    @classmethod
+    def of(cls, section) -> TrainingSettings:
+        """The settings from any object carrying these names (a params section)."""
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -75,148 +104,35 @@ class Networks:
 
 @dataclass
 class Outputs:
-    checkpoint_dir: Path  # resumable state: checkpoint_dir/latest.pt
-    live_dir: Path  # DVCLive metrics and plots
+    checkpoint_dir: Path  # latest.pt (what a resume starts from) and snapshots/ (kept, numbered)
     samples_png: Path  # G_ema on fixed z
     comparison_png: Path | None = None  # reference G vs G_ema on the same z (fine-tuning)
 
 
-def say(message: str) -> None:
-    if rank() == 0:
-        tqdm.write(message, file=sys.stderr)
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-# --- ranks ----------------------------------------------------------------------------------
 @dataclass
-class Ranks:
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool = False  # this process group was started by setup_ranks (so ends with the run)
+class Snapshot:
+    step: int
+    kimg: float
+    checkpoint: Path  # the networks as the stage delivers them: no optimiser state
+    grid: Path  # G_ema on the run's fixed z
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(tensor)
-        return tensor
-
-    def average_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """Average gradients over ranks in one flat all_reduce; a missing grad counts as zero."""
-        if self.world == 1:
-            return
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world
-        for p, chunk in zip(params, flat.split([p.numel() for p in params]), strict=True):
-            p.grad = chunk.view_as(p)
-
-    def broadcast_module_(self, module: torch.nn.Module) -> None:
-        if self.world > 1:
-            for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+    def to_json(self) -> dict:
+        return {"step": self.step, "kimg": self.kimg, "checkpoint": self.checkpoint.name, "grid": self.grid.name,
+                "metrics": self.metrics}
 
 
-def setup_ranks(device: str = "auto") -> Ranks:
-    """One rank per process; under torchrun (WORLD_SIZE > 1) join the process group."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no GPU")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    torch_device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(torch_device)
-    owns_group = world > 1 and not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Ranks(rank(), world, torch_device, owns_group)
+@dataclass
+class Hooks:
+    """What the stage does with a run's figures; every hook is called on rank 0 only."""
+
+    log: Callable[[int, float, dict[str, float]], None] | None = None  # (step, kimg, window means)
+    sample_grid: Callable[[Path], None] | None = None  # a sample grid was (re)written
+    snapshot_metrics: Callable[[Generator], dict[str, float]] | None = None  # figures of G_ema at a snapshot
+    best_metric: str | None = None  # the snapshot_metrics key a lower value of which is better (kept)
+    saved: Callable[[Path], None] | None = None  # a resumable checkpoint was written
 
 
-# --- data -----------------------------------------------------------------------------------
-def list_images(folder: Path) -> tuple[list[Path], int | None]:
-    """The images of a folder: those dataset.json lists (and its resolution), else every image."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"training images: {folder} is not a folder (run the stage that makes it)")
-    manifest = folder / "dataset.json"
-    if manifest.exists():
-        meta = json.loads(manifest.read_text())
-        return [folder / item["file"] for item in meta["images"]], meta.get("resolution")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), None
-
-
-class ImageFolder(Dataset):
-    """RGB uint8 [3, R, R] images at the model's resolution, centre-cropped square if needed."""
-
-    def __init__(self, folder: Path, resolution: int):
-        self.paths, declared = list_images(folder)
-        if not self.paths:
-            raise ValueError(f"training images: no images in {folder}")
-        missing = [p.name for p in self.paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"training images: {len(missing)} listed in {folder}/dataset.json are missing, "
-                                    f"e.g. {', '.join(missing[:3])}")
-        self.resolution = resolution
-        source = declared or max(Image.open(self.paths[0]).size)
-        if source != resolution:
-            say(f"dataset {folder} is {source}x{source}, the model {resolution}x{resolution}: "
-                f"images are resized to {resolution}x{resolution} as they load")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        with Image.open(self.paths[index]) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            side = min(image.size)
-            if image.width != image.height:
-                left, top = (image.width - side) // 2, (image.height - side) // 2
-                image = image.crop((left, top, left + side, top + side))
-            if side != self.resolution:
-                image = image.resize((self.resolution, self.resolution), Image.Resampling.LANCZOS)
-            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-
-
-class StepBatchSampler(Sampler):
-    """This rank's share of batch `step` of an endless shuffled stream, from `start_step` on.
-
-    Global position k is image perm_e[k mod n] with e = k // n and perm_e a permutation seeded
-    by (seed, e); step s covers positions [s*batch, (s+1)*batch), rank r its r-th slice. A
-    resumed run therefore needs only the step to see exactly the images it would have seen.
-    """
-
-    def __init__(self, size: int, batch: int, seed: int, ranks: Ranks, start_step: int):
-        self.size, self.batch, self.seed, self.start_step = size, batch, seed, start_step
-        self.per_rank = batch // ranks.world
-        self.offset = ranks.rank * self.per_rank
-        self._epoch, self._perm = -1, None
-
-    def _image(self, position: int) -> int:
-        epoch = position // self.size
-        if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.size, generator=gen).tolist()
-        return self._perm[position % self.size]
-
-    def __iter__(self):
-        step = self.start_step
-        while True:
-            first = step * self.batch + self.offset
-            yield [self._image(k) for k in range(first, first + self.per_rank)]
-            step += 1
-
-
-def endless_batches(dataset: ImageFolder, params: TrainParams, ranks: Ranks, start_step: int):
-    sampler = StepBatchSampler(len(dataset), params.batch, params.seed, ranks, start_step)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=params.workers,
-                        pin_memory=ranks.device.type == "cuda", persistent_workers=params.workers > 0)
-    return iter(loader)
-
-
-# --- the loop -------------------------------------------------------------------------------
 @dataclass
 class Phase:
     """One network's optimiser and the parameters it trains."""
@@ -237,12 +153,13 @@ def make_phase(params: list[torch.nn.Parameter], lr: float, reg_every: int) -> P
 @dataclass
 class Trainer:
     nets: Networks
-    params: TrainParams  # the base or finetune section
+    params: TrainingSettings
     dataset_dir: Path
     outputs: Outputs
     frozen_g: set[str] = field(default_factory=set)
     frozen_d: set[str] = field(default_factory=set)
     reference_g: Generator | None = None  # the base generator, for the before/after grid
+    hooks: Hooks = field(default_factory=Hooks)
 
     def __post_init__(self):
         p = self.params
@@ -270,12 +187,16 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None
         self.total_steps = max(1, round(p.kimg * 1000 / p.batch))
+        self.snapshot_steps = max(1, round(p.snapshot_kimg * 1000 / p.batch))
         self.autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
                                        enabled=p.bf16 and dev.type == "cuda")
         if p.bf16 and dev.type != "cuda":
-            say("bf16: ignored on the CPU (autocast is for the GPU)")
+            log.warning("bf16: ignored on the CPU (autocast is for the GPU)")
         gen = torch.Generator().manual_seed(p.seed)
         self.sample_z = torch.randn(p.samples, self.nets.config.style_dim, generator=gen).to(dev)
+
+    def kimg_at(self, step: int) -> float:
+        return step * self.params.batch / 1000
 
     # -- one step -----------------------------------------------------------------------------
     def _fake(self, batch: int, return_latents: bool = False):
@@ -370,10 +291,14 @@ class Trainer:
                 "or check the data, then rerun to resume from it.")
         return out
 
-    # -- checkpoints --------------------------------------------------------------------------
+    # -- checkpoints and snapshots ----------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
         return self.outputs.checkpoint_dir / LATEST
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.outputs.checkpoint_dir / SNAPSHOTS
 
     def save(self) -> None:
         if self.ranks.rank != 0:
@@ -383,6 +308,8 @@ class Trainer:
                         g_optim=self.g_phase.optim, d_optim=self.d_phase.optim, step=self.step,
                         augment={**self.ada.state(), "pl_mean": float(self.pl_mean)})
         self.saved_step = self.step
+        if self.hooks.saved:
+            self.hooks.saved(self.checkpoint_path)
 
     def resume(self) -> bool:
         """Continue from checkpoint_dir/latest.pt if there is one; True if it did."""
@@ -396,9 +323,45 @@ class Trainer:
         self.ada.load_state(ckpt.augment)
         self.pl_mean.fill_(ckpt.augment["pl_mean"])
         self.step = self.saved_step = ckpt.step
-        say(f"resuming from {self.checkpoint_path} at step {self.step} "
-            f"({self.step * self.params.batch / 1000:.2f} kimg)")
+        log.info("resuming from %s at step %d (%.3f kimg)", self.checkpoint_path, self.step, self.kimg_at(self.step))
         return True
+
+    def snapshots(self) -> list[Snapshot]:
+        """The kept snapshots of this run, oldest first (read back from snapshots.json)."""
+        index = self.snapshot_dir / SNAPSHOT_INDEX
+        if not index.exists():
+            return []
+        return [Snapshot(e["step"], e["kimg"], self.snapshot_dir / e["checkpoint"], self.snapshot_dir / e["grid"],
+                         e["metrics"]) for e in json.loads(index.read_text())]
+
+    @torch.no_grad()
+    def take_snapshot(self) -> Snapshot:
+        """A numbered checkpoint (networks, no optimisers) and its sample grid, kept; the hook's
+        metrics recorded; the oldest beyond keep_snapshots dropped, the best by metric kept."""
+        name = f"snapshot-{self.step:07d}"
+        snapshot = Snapshot(self.step, round(self.kimg_at(self.step), 3), self.snapshot_dir / f"{name}.pt",
+                            self.snapshot_dir / f"{name}.png")
+        save_checkpoint(snapshot.checkpoint, self.nets.config, self.g, self.d, self.g_ema, step=self.step,
+                        augment=self.ada.state())
+        save_sheet(snapshot.grid, render_z(self.g_ema, self.sample_z), tile=tile_for(self.nets.config.size), cols=8)
+        if self.hooks.snapshot_metrics:
+            snapshot.metrics = self.hooks.snapshot_metrics(self.g_ema)
+        kept = [s for s in self.snapshots() if s.step != self.step] + [snapshot]
+        for dropped in self._beyond_keep(kept):
+            dropped.checkpoint.unlink(missing_ok=True)
+            dropped.grid.unlink(missing_ok=True)
+            kept.remove(dropped)
+        atomic_write_json(self.snapshot_dir / SNAPSHOT_INDEX, [s.to_json() for s in kept])
+        log.info("snapshot %s at %.3f kimg%s", snapshot.checkpoint.name, snapshot.kimg,
+                 "".join(f", {k} {v:.4g}" for k, v in snapshot.metrics.items()))
+        return snapshot
+
+    def _beyond_keep(self, kept: list[Snapshot]) -> list[Snapshot]:
+        metric = self.hooks.best_metric
+        scored = [s for s in kept if metric and isinstance(s.metrics.get(metric), (int, float))]
+        best = min(scored, key=lambda s: s.metrics[metric]) if scored else None
+        newest = kept[-self.params.keep_snapshots:]
+        return [s for s in kept if s not in newest and s is not best]
 
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -406,11 +369,13 @@ class Trainer:
         p = self.params
         resumed_from = self.step if self.resume() else None
         dataset = ImageFolder(self.dataset_dir, self.nets.config.size)
-        batches = endless_batches(dataset, p, self.ranks, self.step)
-        live = self._open_live(resumed_from is not None) if self.ranks.rank == 0 else None
+        batches = endless_batches(dataset, p.batch, p.seed, p.workers, self.ranks, self.step)
+        writer = self.ranks.rank == 0
         window: dict[str, list[float]] = defaultdict(list)
         first_step, train_seconds, window_seconds = self.step, 0.0, 0.0
-        bar = tqdm(total=self.total_steps, initial=self.step, unit="step", disable=self.ranks.rank != 0)
+        total_kimg = self.kimg_at(self.total_steps)
+        bar = tqdm(total=round(total_kimg, 3), initial=round(self.kimg_at(self.step), 3), unit="kimg",
+                   disable=not writer, bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
         while self.step < self.total_steps:
             started = time.perf_counter()
             reals = next(batches).to(self.ranks.device, non_blocking=True).float() / 127.5 - 1
@@ -418,27 +383,27 @@ class Trainer:
                 window[name].append(value)
             seconds = time.perf_counter() - started
             train_seconds, window_seconds = train_seconds + seconds, window_seconds + seconds
-            bar.update(1)
-            if live and (self.step % p.log_every == 0 or self.step == self.total_steps):
-                self._log(live, window, window_seconds)
+            bar.update(round(self.kimg_at(self.step), 3) - bar.n)
+            if writer and (self.step % p.log_every == 0 or self.step == self.total_steps):
+                self._tick(window, window_seconds, bar, train_seconds, first_step)
                 window, window_seconds = defaultdict(list), 0.0
             if self.step % p.checkpoint_every == 0:
                 self.save()
-            if self.ranks.rank == 0 and self.step % p.sample_every == 0 and self.step < self.total_steps:
-                self.write_samples(live)
+            if writer and self.step % self.snapshot_steps == 0 and self.step < self.total_steps:
+                self.take_snapshot()
+            if writer and self.step % p.sample_every == 0 and self.step < self.total_steps:
+                self.write_samples()
         bar.close()
         if self.saved_step != self.step:
             self.save()
-        if self.ranks.rank == 0:  # also when a rerun finds the run already complete
-            self.write_samples(live)
-        if live:
-            live.end()
-        if self.ranks.owns_group:  # the stage needs no more collectives: let torchrun's ranks go
-            dist.barrier()
-            dist.destroy_process_group()
+        if writer:  # also when a rerun finds the run already complete
+            if not any(s.step == self.step for s in self.snapshots()):
+                self.take_snapshot()
+            self.write_samples()
+        self.ranks.end()
         images = (self.step - first_step) * p.batch
         return {
-            "steps": self.step, "kimg": round(self.step * p.batch / 1000, 3), "resumed_from_step": resumed_from,
+            "steps": self.step, "kimg": round(self.kimg_at(self.step), 3), "resumed_from_step": resumed_from,
             "images_per_s": round(images / train_seconds, 3) if train_seconds else None,
             "sec_per_kimg": round(train_seconds * 1000 / images, 2) if images else None,
             "ada_p": round(self.ada.p, 4), "pl_mean": round(float(self.pl_mean), 4),
@@ -446,40 +411,48 @@ class Trainer:
             "trainable_params": {"g": sum(q.numel() for q in self.g_phase.params),
                                  "d": sum(q.numel() for q in self.d_phase.params)},
             "frozen_tensors": {"g": len(self.frozen_g), "d": len(self.frozen_d)},
+            "snapshots": [s.to_json() for s in self.snapshots()] if writer else [],
         }
 
-    def _open_live(self, resumed: bool):
-        os.environ.setdefault("DVCLIVE_OPEN", "false")
-        from dvclive import Live
-
-        # dvcyaml=None: dvc.yaml (the lead's) declares these plots; DVCLive must not rewrite it.
-        return Live(dir=str(self.outputs.live_dir), resume=resumed, save_dvc_exp=False, dvcyaml=None)
-
-    def _log(self, live, window: dict[str, list[float]], seconds: float) -> None:
+    def _tick(self, window: dict[str, list[float]], seconds: float, bar: tqdm, train_seconds: float,
+              first_step: int) -> None:
+        """One row of figures: to the hook (DVCLive), the bar, and a tick line in the log, as
+        NVIDIA's training loop prints them."""
         steps = max(len(v) for v in window.values())
-        live.step = self.step
-        for name, values in window.items():
-            live.log_metric(f"train/{name}", sum(values) / len(values))
-        live.log_metric("train/ada_p", self.ada.p)
-        live.log_metric("train/ada_rt", self.ada.rt)
-        live.log_metric("train/kimg", self.step * self.params.batch / 1000)
-        live.log_metric("speed/images_per_s", steps * self.params.batch / seconds)
-        live.log_metric("speed/sec_per_kimg", seconds * 1000 / (steps * self.params.batch))
-        live.next_step()
+        kimg = self.kimg_at(self.step)
+        stats = {name: sum(values) / len(values) for name, values in window.items()}
+        sec_per_kimg = seconds * 1000 / (steps * self.params.batch)
+        stats |= {"ada_p": self.ada.p, "ada_rt": self.ada.rt, "kimg": kimg,
+                  "images_per_s": steps * self.params.batch / seconds, "sec_per_kimg": sec_per_kimg}
+        if self.hooks.log:
+            self.hooks.log(self.step, kimg, stats)
+        left_s = (self.total_steps - self.step) * self.params.batch * sec_per_kimg / 1000
+        bar.set_postfix_str(f"G {stats['loss_g']:.3f} D {stats['loss_d']:.3f} p {self.ada.p:.3f} "
+                            f"{sec_per_kimg:.1f} s/kimg", refresh=False)
+        log.info("step %-6d kimg %8.3f/%.3f  loss G %.4f D %.4f%s%s  ada p %.3f  sec/kimg %.2f  time %s  left %s",
+                 self.step, kimg, self.kimg_at(self.total_steps), stats["loss_g"], stats["loss_d"],
+                 f"  r1 {stats['r1']:.4f}" if "r1" in stats else "", f"  pl {stats['pl']:.4f}" if "pl" in stats else "",
+                 self.ada.p, sec_per_kimg, _clock(train_seconds), _clock(left_s))
 
     @torch.no_grad()
-    def write_samples(self, live=None) -> None:
+    def write_samples(self) -> None:
         """G_ema on the fixed z (constant noise), and beside the reference G on the same z."""
         tuned = render_z(self.g_ema, self.sample_z)
         tile = tile_for(self.nets.config.size)
         save_sheet(self.outputs.samples_png, tuned, tile=tile, cols=8)
-        if live:
-            live.log_image("samples.png", self.outputs.samples_png)
+        if self.hooks.sample_grid:
+            self.hooks.sample_grid(self.outputs.samples_png)
         if self.reference_g is not None and self.outputs.comparison_png is not None:
             count = min(8, len(tuned))
             before = render_z(self.reference_g.to(self.ranks.device).eval(), self.sample_z[:count])
-            save_sheet(self.outputs.comparison_png, before + tuned[:count], ["base"] * count + ["tuned"] * count,
+            save_sheet(self.outputs.comparison_png, [*before, *tuned[:count]], ["base"] * count + ["tuned"] * count,
                        tile=tile, cols=count)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 @torch.no_grad()

@@ -2,9 +2,12 @@
 
 With `base.checkpoint` (a path, or an http(s) URL downloaded once into `base.cache_dir`, checked
 against `base.sha256` when given): a rosinality `.pt`, an NVIDIA `.pkl` (converted) or one of
-ours, rewritten in our format. Without one -- the embedded default, no download -- a small model
-(`base.model`) is trained from scratch on the real photos in `base.dataset` for `base.kimg`,
-resumable from data/base_ckpt/<run key>/ like the finetune stage.
+ours, rewritten in our format, with its sample grid. Without one, a small model (`base.model`)
+is trained from scratch on the real photos in `base.dataset` for `base.kimg`, resumable from
+data/base_ckpt/<run key>/ like the finetune stage.
+
+Every output dvc.yaml declares exists after either: a loaded model gets an empty checkpoint
+folder and a DVCLive summary of what was loaded.
 """
 
 from __future__ import annotations
@@ -12,20 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from styleforge.model.checkpoint import (
-    NO_D_NOTE,
-    CheckpointError,
-    build_networks,
-    load_checkpoint,
-    save_checkpoint,
-)
-from styleforge.model.networks import ModelConfig
-from styleforge.model.train import Networks, Outputs, Trainer
-from styleforge.tasks.finetune import run_checkpoint_dir, run_key
 
 from styleforge.core.config import BaseParams
 from styleforge.core.fetch import FetchError, fetch, file_sha256
 from styleforge.core.reports import timed, write_report
+from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, build_networks, load_checkpoint, save_checkpoint
+from styleforge.model.convert import load_nvidia_pkl
+from styleforge.model.networks import ModelConfig
+from styleforge.model.train import Networks, Outputs, Trainer, TrainingSettings
+from styleforge.tasks.training import LiveLog, RunFolders, run_key, write_sample_grid
 
 MODEL = Path("data/base/model.pt")
 CHECKPOINTS = Path("data/base_ckpt")
@@ -35,11 +33,11 @@ SAMPLES = Path("reports/base_samples.png")
 
 def load_any(path: Path):
     """Our checkpoint or rosinality's `.pt` directly; NVIDIA's `.pkl` through model.convert."""
-    if path.suffix == ".pkl":
-        from styleforge.model.convert import load_nvidia_pkl
-
-        return load_nvidia_pkl(path)
-    return load_checkpoint(path)
+    try:
+        return load_nvidia_pkl(path) if path.suffix == ".pkl" else load_checkpoint(path)
+    except CheckpointError as exc:
+        message = str(exc)
+        raise CheckpointError(message if str(path) in message else f"{path}: {message}") from None
 
 
 def from_checkpoint(params: BaseParams, root: Path) -> dict:
@@ -47,12 +45,17 @@ def from_checkpoint(params: BaseParams, root: Path) -> dict:
         path = fetch(params.checkpoint, root / params.cache_dir, params.sha256, root)
     except FetchError as exc:
         raise CheckpointError(f"base.checkpoint: {exc}") from None
-    sha256 = file_sha256(path)
     ckpt = load_any(path)
     d = None if NO_D_NOTE in ckpt.notes else ckpt.d  # a missing D stays visible to the finetune stage
     save_checkpoint(root / MODEL, ckpt.config, ckpt.g, d, ckpt.g_ema, step=ckpt.step, augment=ckpt.augment)
-    return {"source": params.checkpoint, "file": str(path), "sha256": sha256, "step": ckpt.step,
-            "config": ckpt.config.to_dict(), "notes": ckpt.notes}
+    (root / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # nothing to resume: the folder stays empty
+    write_sample_grid(ckpt.g_ema, params.samples, params.seed, root / SAMPLES)
+    summary = {"source": params.checkpoint, "file": str(path), "sha256": file_sha256(path), "step": ckpt.step,
+               "config": ckpt.config.to_dict(), "notes": ckpt.notes}
+    live = LiveLog(root / LIVE_DIR, resume=False)
+    live.summary({"loaded": {"step": ckpt.step, "resolution": ckpt.config.size}})
+    live.end()
+    return summary
 
 
 def from_scratch(params: BaseParams, root: Path) -> tuple[dict, bool]:
@@ -61,11 +64,13 @@ def from_scratch(params: BaseParams, root: Path) -> tuple[dict, bool]:
     torch.manual_seed(params.seed)  # the initial weights are part of the run
     g, d, g_ema = build_networks(config)
     dataset_dir = root / params.dataset
-    key = run_key(params, "from-scratch", dataset_dir)
-    trainer = Trainer(Networks(config, g, d, g_ema), params, dataset_dir,
-                      Outputs(run_checkpoint_dir(root / CHECKPOINTS, key), root / LIVE_DIR, root / SAMPLES))
+    folders = RunFolders(root / CHECKPOINTS, run_key(params, "from-scratch", dataset_dir), params.keep_runs)
+    live = LiveLog(root / LIVE_DIR, resume=(folders.current / "latest.pt").exists())
+    trainer = Trainer(Networks(config, g, d, g_ema), TrainingSettings.of(params), dataset_dir,
+                      Outputs(folders.current, root / SAMPLES), hooks=live.hooks(saved=folders.saved))
     report = {"source": f"trained from scratch on {params.dataset}", "config": config.to_dict(),
-              "run_key": key, **trainer.run()}
+              "run_key": folders.key, **trainer.run()}
+    live.end()
     writer = trainer.ranks.rank == 0
     if writer:
         save_checkpoint(root / MODEL, config, trainer.g, trainer.d, trainer.g_ema,

@@ -62,13 +62,44 @@ def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
 
 
 def inception_weights(params: EvaluateParams, root: Path) -> Path:
-    """The detector file; Unavailable (a skip, not a failure) when unset, missing or not downloadable.
+    """The detector file; Unavailable (a skip, not a failure) when unset, unpinned, missing or not
+    downloadable.
 
-    Wrong weights (a sha256 mismatch) raise FetchError: that is a failure, not a skip.
+    The detector is TorchScript, which carries code that torch.jit.load runs: it loads only with
+    a pinned sha256, so whoever serves the URL cannot run code in the nightly. Wrong weights (a
+    sha256 mismatch) raise FetchError: that is a failure, not a skip.
     """
     if params.inception is None:
         raise Unavailable("set evaluate.inception")
+    if params.inception_sha256 is None:
+        raise Unavailable("evaluate.inception_sha256 is not set: the TorchScript detector carries code, so it is "
+                          f"loaded only with a pinned sha256 (sha256sum the file at {params.inception})")
     return fetch(params.inception, root / params.cache_dir, params.inception_sha256, root)
+
+
+class FidMeter:
+    """FID of generators against the training set: the detector loaded and the real features
+    extracted once (the finetune stage measures every snapshot with it)."""
+
+    def __init__(self, weights: Path, params: EvaluateParams, train_dir: Path, device: torch.device):
+        self.params, self.device = params, device
+        self.detector = load_detector(weights, device)
+        self.real = extract_features(self.detector, training_images(train_dir, params.batch_size), device)
+
+    def __call__(self, generator: torch.nn.Module) -> dict[str, float]:
+        seeds = range(self.params.seed, self.params.seed + self.params.num_generated)
+        generated = extract_features(self.detector, generate(generator, seeds, self.params.batch_size, self.device),
+                                     self.device)
+        return {"fid": fid(self.real, generated)}
+
+
+def fid_meter(params: EvaluateParams, train_dir: Path, root: Path) -> tuple[FidMeter | None, str | None]:
+    """(a meter, None), or (None, why FID cannot be measured)."""
+    try:
+        weights = inception_weights(params, root)
+    except Unavailable as exc:
+        return None, f"no Inception weights: {exc}"
+    return FidMeter(weights, params, train_dir, torch.device("cuda" if torch.cuda.is_available() else "cpu")), None
 
 
 def score(real: np.ndarray, generated: np.ndarray, params: EvaluateParams) -> dict:

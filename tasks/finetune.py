@@ -2,31 +2,27 @@
 
 StyleGAN2 with ADA, FreezeD and FreezeG (model/freeze.py says exactly which layers those are).
 Resumable: checkpoints go to data/finetune_ckpt/<run key>/latest.pt, a DVC output kept across
-reruns (persist, no cache). The run key hashes the base model, the training set and every
-setting that changes the weights (not kimg or logging), so raising kimg continues the run while
-any other change starts a new one. Under torchrun every rank runs this; rank 0 writes.
+reruns (persist, no cache); tasks/training.py says what the run key covers and how long earlier
+runs are kept. Every snapshot_kimg a numbered snapshot (checkpoint + grid) is kept, with its FID
+where Inception weights are set; `pick` chooses which becomes data/finetune/model.pt. Under
+torchrun every rank runs this; rank 0 writes.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import shutil
 from pathlib import Path
 
-from styleforge.model.checkpoint import (
-    NO_D_NOTE,
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
-from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
-from styleforge.model.train import Networks, Outputs, Trainer, list_images
-
-from styleforge.core.config import FinetuneParams
+from styleforge.core.config import EvaluateParams, FinetuneParams
 from styleforge.core.fetch import file_sha256
+from styleforge.core.io import atomic_write
 from styleforge.core.reports import timed, write_report
+from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, load_checkpoint
+from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
+from styleforge.model.train import Networks, Outputs, Snapshot, Trainer, TrainingSettings
+from styleforge.tasks.evaluate import fid_meter
+from styleforge.tasks.training import LiveLog, RunFolders, run_key
 
 BASE_MODEL = Path("data/base/model.pt")
 MODEL = Path("data/finetune/model.pt")
@@ -34,26 +30,6 @@ CHECKPOINTS = Path("data/finetune_ckpt")
 LIVE_DIR = Path("dvclive/finetune")
 SAMPLES = Path("reports/finetune_samples.png")
 COMPARISON = Path("reports/finetune_vs_base.png")
-# Settings that do not change what the weights become: a change to these resumes the run.
-NOT_IN_RUN_KEY = {"kimg", "checkpoint_every", "sample_every", "log_every", "samples", "device", "workers"}
-
-
-def run_key(params, base_sha256: str, dataset_dir: Path) -> str:
-    """Short hash naming a run: base model, training-set listing, weight-affecting settings."""
-    paths, _ = list_images(dataset_dir)
-    listing = [[p.name, p.stat().st_size] for p in paths]
-    settings = params.model_dump(exclude=NOT_IN_RUN_KEY)
-    blob = json.dumps([base_sha256, listing, settings], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def run_checkpoint_dir(checkpoints: Path, key: str) -> Path:
-    """This run's checkpoint folder; other runs' folders are removed (one resumable run kept)."""
-    if checkpoints.is_dir():
-        for stale in checkpoints.iterdir():
-            if stale.is_dir() and stale.name != key:
-                shutil.rmtree(stale, ignore_errors=True)  # every torchrun rank gets here
-    return checkpoints / key
 
 
 def load_base(path: Path):
@@ -63,7 +39,8 @@ def load_base(path: Path):
         raise CheckpointError(f"base model: {exc} (the base stage writes it: `dvc repro base`)") from None
 
 
-def run(params: FinetuneParams, root: Path = Path(".")) -> dict:
+def run(params: FinetuneParams, evaluate: EvaluateParams, root: Path = Path(".")) -> dict:
+    """evaluate: the Inception settings, to measure each snapshot's FID (pick: best)."""
     report: dict = {}
     with timed(report):
         base_path = root / BASE_MODEL
@@ -76,23 +53,40 @@ def run(params: FinetuneParams, root: Path = Path(".")) -> dict:
         frozen_d = frozen_discriminator_names(base.d, config, params.freeze_d)
         frozen_g = frozen_generator_names(base.g, config, params.freeze_g, params.freeze_mapping)
         dataset_dir = root / params.dataset
-        key = run_key(params, file_sha256(base_path), dataset_dir)
+        folders = RunFolders(root / CHECKPOINTS, run_key(params, file_sha256(base_path), dataset_dir), params.keep_runs)
+        meter, unmeasured = fid_meter(evaluate, dataset_dir, root) if params.pick == "best" else (None, "pick: last")
+        live = LiveLog(root / LIVE_DIR, resume=(folders.current / "latest.pt").exists())
         trainer = Trainer(
-            Networks(config, base.g, base.d, base.g_ema), params, dataset_dir,
-            Outputs(run_checkpoint_dir(root / CHECKPOINTS, key), root / LIVE_DIR, root / SAMPLES, root / COMPARISON),
+            Networks(config, base.g, base.d, base.g_ema), TrainingSettings.of(params), dataset_dir,
+            Outputs(folders.current, root / SAMPLES, root / COMPARISON),
             frozen_g=frozen_g, frozen_d=frozen_d, reference_g=copy.deepcopy(base.g_ema),
+            hooks=live.hooks(saved=folders.saved, snapshot_metrics=meter, best_metric="fid"),
         )
         report.update(trainer.run())
-        report.update(run_key=key, resolution=config.size, freeze_d=params.freeze_d, freeze_g=params.freeze_g,
-                      freeze_mapping=params.freeze_mapping, frozen_d_blocks=_blocks(frozen_d),
-                      frozen_g_blocks=_blocks(frozen_g))
+        live.end()
+        report.update(run_key=folders.key, resolution=config.size, freeze_d=params.freeze_d,
+                      freeze_g=params.freeze_g, freeze_mapping=params.freeze_mapping,
+                      frozen_d_blocks=_blocks(frozen_d), frozen_g_blocks=_blocks(frozen_g))
         if trainer.ranks.rank == 0:
-            # the delivered model: networks and step, no optimiser state (the checkpoint has it)
-            save_checkpoint(root / MODEL, config, trainer.g, trainer.d, trainer.g_ema,
-                            step=trainer.step, augment=trainer.ada.state())
+            chosen, why = pick(trainer.snapshots(), params.pick, unmeasured)
+            # the delivered model: that snapshot's networks and step (no optimiser state)
+            atomic_write(root / MODEL, lambda tmp: shutil.copyfile(chosen.checkpoint, tmp))
+            report["picked"] = {**chosen.to_json(), "why": why}
     if trainer.ranks.rank == 0:
         write_report("finetune", report, root)
     return report
+
+
+def pick(snapshots: list[Snapshot], rule: str, unmeasured: str | None) -> tuple[Snapshot, str]:
+    """The snapshot to deliver under rule (last | best: lowest FID), and why it was chosen."""
+    last = snapshots[-1]
+    if rule == "last":
+        return last, f"pick: last (step {last.step}, {last.kimg} kimg)"
+    measured = [s for s in snapshots if "fid" in s.metrics]
+    if not measured:
+        return last, f"pick: best, but no snapshot has an FID ({unmeasured}): the last one"
+    best = min(measured, key=lambda s: s.metrics["fid"])
+    return best, f"pick: best: lowest FID {best.metrics['fid']:.4g} of {len(measured)} snapshots (step {best.step})"
 
 
 def _blocks(names: set[str]) -> list[str]:

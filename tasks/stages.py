@@ -17,7 +17,7 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "faces": ("styleforge.tasks.faces", ("faces",)),
     "augment": ("styleforge.tasks.augment", ("augment",)),
     "base": ("styleforge.tasks.base", ("base",)),
-    "finetune": ("styleforge.tasks.finetune", ("finetune",)),
+    "finetune": ("styleforge.tasks.finetune", ("finetune", "evaluate")),  # evaluate: FID of snapshots
     "blend": ("styleforge.tasks.blend", ("blend",)),
     # photos go through the dataset's own face detection and alignment
     "portraits": ("styleforge.tasks.portraits", ("portraits", "faces")),

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+from pathlib import Path
 import http.server
 import json
 import threading
@@ -64,12 +65,17 @@ def detector_path(tmp_path):
     return path
 
 
+def pinned(detector: Path) -> dict:
+    """The evaluate settings that load a detector: its path and its sha256 (TorchScript runs code)."""
+    return {"inception": str(detector), "inception_sha256": hashlib.sha256(detector.read_bytes()).hexdigest()}
+
+
 def params(**overrides) -> EvaluateParams:
     return EvaluateParams(**{"num_generated": 24, "batch_size": 7, "kid_subsets": 5, "kid_subset_size": 10, **overrides})
 
 
 def test_metrics_come_from_the_detectors_features(project, detector_path):
-    report = evaluate.run(params(inception=str(detector_path)), project)
+    report = evaluate.run(params(**pinned(detector_path)), project)
 
     assert json.loads((project / evaluate.METRICS).read_text())["fid"] == report["fid"]
     assert report["num_real"] == 20 and report["num_generated"] == 24 and "skipped" not in report
@@ -90,8 +96,8 @@ def test_metrics_come_from_the_detectors_features(project, detector_path):
 
 
 def test_fixed_seeds_give_the_same_numbers_whatever_the_batch(project, detector_path):
-    first = evaluate.run(params(inception=str(detector_path), batch_size=24), project)
-    second = evaluate.run(params(inception=str(detector_path), batch_size=5), project)
+    first = evaluate.run(params(**pinned(detector_path), batch_size=24), project)
+    second = evaluate.run(params(**pinned(detector_path), batch_size=5), project)
     assert (first["fid"], first["kid"]) == pytest.approx((second["fid"], second["kid"]), rel=1e-6)
 
 
@@ -124,5 +130,11 @@ def test_weights_by_url_are_downloaded_once_and_wrong_ones_fail(project, detecto
     assert len(requests_seen) == 1 and len(list((project / ".cache/inception").iterdir())) == 1
     with pytest.raises(FetchError, match="sha256"):
         evaluate.run(params(inception=str(detector_path), inception_sha256="0" * 64), project)
-    missing = evaluate.run(params(inception=str(project / "missing.pt")), project)
+    missing = evaluate.run(params(inception=str(project / "missing.pt"), inception_sha256="0" * 64), project)
     assert missing["fid"] is None and missing["skipped"].startswith("no Inception weights: ")
+
+
+def test_code_bearing_weights_without_a_pin_are_not_loaded(project, detector_path):
+    """TorchScript runs code when loaded: an unpinned detector is a skip with the reason, never a load."""
+    report = evaluate.run(params(inception=str(detector_path)), project)
+    assert report["fid"] is None and "inception_sha256 is not set" in report["skipped"]

@@ -26,7 +26,7 @@ from styleforge.model.train import NonFiniteLossError, Trainer
 from styleforge.tasks import base as base_stage
 from styleforge.tasks import finetune as finetune_stage
 
-from styleforge.core.config import BaseParams, FinetuneParams
+from styleforge.core.config import BaseParams, EvaluateParams, FinetuneParams
 
 TINY = ModelConfig(size=16, style_dim=32, n_mlp=2, channel_max=32)
 BATCH = 4
@@ -79,13 +79,14 @@ def latest_checkpoint(root: Path) -> Path:
     return path
 
 
-def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(project, capsys):
+def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(project, caplog):
     base = load_checkpoint(project / finetune_stage.BASE_MODEL)
-    report = finetune_stage.run(finetune_params(), project)
+    with caplog.at_level("INFO"):
+        report = finetune_stage.run(finetune_params(), EvaluateParams(), project)
 
     assert report["steps"] == 6 and report["frozen_d_blocks"] == ["convs.0", "convs.1"]
     assert report["frozen_g_blocks"] == ["conv1", "input", "style.1", "style.2", "to_rgb1"]
-    assert capsys.readouterr().err.count("are resized to 16x16") == 1
+    assert sum("resized" in r.getMessage() and "16x16" in r.getMessage() for r in caplog.records) == 1
     metrics = json.loads((project / "dvclive/finetune/metrics.json").read_text())["train"]
     assert all(np.isfinite(metrics[k]) for k in ("loss_d", "loss_g", "r1", "pl"))
     for png in ("finetune_samples.png", "finetune_vs_base.png", "finetune.json"):
@@ -121,7 +122,7 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path
         make_dataset(root / "data/train")
     # checkpoint at 3: mid-way through an ADA interval and between lazy-regularisation steps
     params = finetune_params(steps=6, checkpoint_every=3)
-    finetune_stage.run(params, full)
+    finetune_stage.run(params, EvaluateParams(), full)
 
     real_step = Trainer.train_step
 
@@ -132,10 +133,10 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path
 
     monkeypatch.setattr(Trainer, "train_step", killed_after_six)
     with pytest.raises(KeyboardInterrupt):
-        finetune_stage.run(params, cut)
+        finetune_stage.run(params, EvaluateParams(), cut)
     assert torch.load(latest_checkpoint(cut), weights_only=True)["step"] == 3
     monkeypatch.undo()
-    report = finetune_stage.run(params, cut)
+    report = finetune_stage.run(params, EvaluateParams(), cut)
     assert report["resumed_from_step"] == 3 and report["steps"] == 6
 
     a = torch.load(full / finetune_stage.MODEL, weights_only=True)
@@ -163,7 +164,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 
     monkeypatch.setattr(losses, "generator_loss", nan_from_the_fourth_step)
     with pytest.raises(NonFiniteLossError, match=r"step 3: non-finite loss_g=nan.*Last good checkpoint: .*\(step 2\)"):
-        finetune_stage.run(finetune_params(steps=6, checkpoint_every=2), project)
+        finetune_stage.run(finetune_params(steps=6, checkpoint_every=2), EvaluateParams(), project)
     kept = load_checkpoint(latest_checkpoint(project))
     assert kept.step == 2 and all(torch.isfinite(p).all() for p in kept.g.parameters())
     assert not (project / finetune_stage.MODEL).exists()
@@ -172,16 +173,16 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 def test_missing_or_corrupt_base_checkpoint_is_a_clear_error(tmp_path):
     make_dataset(tmp_path / "data/train")
     with pytest.raises(CheckpointError, match=r"base model: .*no such checkpoint.*dvc repro base"):
-        finetune_stage.run(finetune_params(), tmp_path)
+        finetune_stage.run(finetune_params(), EvaluateParams(), tmp_path)
     (tmp_path / finetune_stage.BASE_MODEL).parent.mkdir(parents=True)
     (tmp_path / finetune_stage.BASE_MODEL).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"base model: .*cannot be read"):
-        finetune_stage.run(finetune_params(), tmp_path)
+        finetune_stage.run(finetune_params(), EvaluateParams(), tmp_path)
 
 
 def test_freeze_beyond_the_network_is_refused(project):
     with pytest.raises(ValueError, match=r"freeze_d must be 0..2 for a 16x16"):
-        finetune_stage.run(finetune_params(freeze_d=3), project)
+        finetune_stage.run(finetune_params(freeze_d=3), EvaluateParams(), project)
 
 
 def rosinality_file(path: Path) -> dict:

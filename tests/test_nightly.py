@@ -17,7 +17,7 @@ from styleforge.flows.release import Release, dvc, git, judge, release
 from styleforge.app.demo import sample_photos
 from styleforge.core.config import GateParams, NightlyParams
 from tests.conftest import REPO, copy_project
-from tests.test_evaluate import detector_path  # noqa: F401 (a fixture: the tiny TorchScript detector)
+from tests.test_evaluate import detector_path, pinned  # noqa: F401 (detector_path: a fixture)
 from tests.test_schedule import prefect_server, scheduled
 
 DAY = date(2026, 11, 23)
@@ -160,7 +160,7 @@ def tiny_params(remote: Path, detector: Path) -> dict:
     return {
         "base": {**train, "model": {"size": 32, "style_dim": 32, "n_mlp": 1, "channel_max": 32, "channel_base": 256}},
         "finetune": train,
-        "evaluate": {"inception": str(detector), "num_generated": 16, "batch_size": 8,
+        "evaluate": {**pinned(detector), "num_generated": 16, "batch_size": 8,
                      "kid_subsets": 4, "kid_subset_size": 8},
         "portraits": {"projection": {"steps": 4, "n_mean_latent": 64}},
         "nightly": {"remote": str(remote), "timezone": "Europe/Paris", "lock_timeout_s": 2},

@@ -5,8 +5,9 @@ Unknown keys and wrong types stop the run with the dotted key and what it expect
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import yaml
 from pydantic import (
@@ -52,8 +53,56 @@ class Source(Section):
         return url
 
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Service(NamedTuple):
+    """One trusted inside service: an address and a port."""
+
+    address: IPAddress
+    port: int
+
+
+ALLOW_PRIVATE_FORMS = "an IP address and port (127.0.0.1:8765, [::1]:8765) or a CIDR network (10.0.0.0/8)"
+
+
+def parse_allow_private(entry: str) -> Service | IPNetwork:
+    """One scrape.allow_private entry: 'address:port' trusts that one service, a CIDR network every
+    port of every address in it. Host names are refused: the scraper checks the address it actually
+    connects to, and a name can point elsewhere tomorrow."""
+    entry = entry.strip()
+    if "/" in entry:
+        try:
+            return ipaddress.ip_network(entry)  # strict: 10.0.0.1/8 is more likely a typo than meant
+        except ValueError as exc:
+            raise ValueError(f"must be {ALLOW_PRIVATE_FORMS}: {exc}") from None
+    host, _, port = entry.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(f"must be {ALLOW_PRIVATE_FORMS} (a host name is not accepted; a bare address needs "
+                         "a port, or /32 for all its ports)") from None
+    if address.version == 6 and not bracketed:
+        raise ValueError(f"must be {ALLOW_PRIVATE_FORMS}: write an IPv6 address in brackets")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be {ALLOW_PRIVATE_FORMS}: the port must be 1-65535")
+    return Service(address, int(port))
+
+
+def _allow_private_entry(entry: str) -> str:
+    parse_allow_private(entry)
+    return entry.strip()
+
+
 class ScrapeParams(Section):
     sources: list[Source] = Field(default_factory=list)
+    allow_private: list[Annotated[str, AfterValidator(_allow_private_entry)]] = Field(
+        default_factory=list,
+        description="inside addresses the scrape may fetch from (loopback, private, link-local and other "
+        "non-public ones are refused otherwise): 'address:port' entries or CIDR networks",
+    )
     user_agent: str = "styleforge/0.1 (+https://github.com/styleforge/styleforge)"
     concurrency: int = Field(4, ge=1, le=64)
     per_host_rate: float = Field(2.0, gt=0, description="requests per second to one host")
@@ -68,12 +117,20 @@ class ScrapeParams(Section):
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"]
     )
     near_duplicate_bits: int = Field(4, ge=0, le=64, description="perceptual-hash distance counted as a duplicate")
-    page_load_timeout_s: float = Field(30.0, gt=0)
+    page_load_timeout_s: float = Field(30.0, gt=0, description="browser mode: longest a page may take to load")
+    script_timeout_s: float = Field(
+        10.0, gt=0, description="browser mode: longest one script the scraper runs in the page may take"
+    )
+    source_deadline_s: float = Field(
+        180.0, gt=0, description="browser mode: longest one source may take, loading and scrolling included; past "
+        "it that browser is ended and the next source gets a fresh one",
+    )
     scroll_wait_s: float = Field(
         3.0, gt=0, description="browser mode: how long a scroll may take to bring new images before scrolling stops"
     )
     max_download_s: float = Field(
-        120.0, gt=0, description="longest the body of one response may take to arrive (timeout_s bounds each wait for data)"
+        120.0, gt=0, description="longest one fetch (page, robots.txt or image) may take, wall clock, from connecting "
+        "to the last byte, retries included (timeout_s bounds each single wait for data)",
     )
     batch_size: int = Field(32, ge=1, description="images downloaded between two saves of the manifest")
 
@@ -198,6 +255,10 @@ class TrainParams(Section):
     sample_every: int = Field(500, ge=1, description="steps between sample grids")
     log_every: int = Field(10, ge=1, description="steps averaged into one DVCLive row")
     samples: int = Field(16, ge=1, le=64, description="images in a sample grid (fixed z)")
+    snapshot_kimg: float = Field(16.0, gt=0, description="kimg between kept snapshots: a numbered checkpoint and grid")
+    keep_snapshots: int = Field(8, ge=1, description="snapshots kept: the newest, and the best by the metric")
+    keep_runs: int = Field(2, ge=1, description="runs whose checkpoints are kept, this one included: a changed "
+                           "param starts a new run, and changing it back resumes the kept one")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(False, description="bf16 autocast for G and D forward passes (GPU only)")
@@ -229,6 +290,10 @@ class FinetuneParams(TrainParams):
     freeze_d: int = Field(3, ge=0, description="D blocks frozen from the image input (3 = NVIDIA --freezed 10)")
     freeze_g: int = Field(0, ge=0, description="G blocks frozen from 4x4 up")
     freeze_mapping: bool = Field(False, description="freeze the mapping network too")
+    pick: Literal["last", "best"] = Field(
+        "last", description="which snapshot becomes data/finetune/model.pt: the last, or the best FID "
+        "(measured at each snapshot when evaluate.inception is set; else the last, saying why)"
+    )
 
 
 class BlendParams(Section):
