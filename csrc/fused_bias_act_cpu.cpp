@@ -78,7 +78,8 @@ void act(const Job<T>& j) {
     at::parallel_for(0, j.rows * j.channels * j.span, kGrainElements, [&](int64_t begin, int64_t end) {
       act_span<T, kGrad, kClamp, false>(j, begin, end - begin, ConstantBias<T>{0});
     });
-  } else if (j.span == 1) {  // [N, C] input: the bias varies along each row
+  } else if (j.span == 1 && j.plane_sums == nullptr) {  // [N, C] input: the bias varies along each row
+    // (not for the bias gradient, whose bias is null: a [N, C, 1, 1] one takes the plane path)
     const int64_t grain = std::max<int64_t>(1, kGrainElements / j.channels);
     at::parallel_for(0, j.rows, grain, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r)

@@ -149,6 +149,7 @@ def tiny_project(root: Path, site: str, remote: Path, detector: Path) -> Path:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["scrape"]["sources"][0]["url"] = f"{site}/index.html"
     params["scrape"]["sources"][1]["url"] = f"{site}/scroll.html"
+    params["scrape"]["allow_private"] = [site.removeprefix("http://")]
     for section, values in tiny_params(remote, detector).items():
         params[section] = {**params.get(section, {}), **values}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -147,7 +147,8 @@ def test_cuda_half_precision(dtype):
 
 # ------------------------------------------------------------------------ fused_bias_act
 
-ACT_SHAPES = {"NCHW": (8, 512, 4, 4), "batch 1": (1, 64, 16, 16), "linear": (8, 512), "3-D": (2, 5, 7)}
+ACT_SHAPES = {"NCHW": (8, 512, 4, 4), "batch 1": (1, 64, 16, 16), "linear": (8, 512), "3-D": (2, 5, 7),
+              "1x1 map": (4, 8, 1, 1)}  # the bias gradient once read a null bias here
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -35,6 +35,7 @@ def project(tmp_path_factory):
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["scrape"]["sources"][0]["url"] = f"{base_url}/index.html"
         params["scrape"]["sources"][1]["url"] = f"{base_url}/scroll.html"
+        params["scrape"]["allow_private"] = [base_url.removeprefix("http://")]
         (root / "params.yaml").write_text(yaml.safe_dump(params))
         dvc(root, "init", "--no-scm", "-q")
         dvc(root, "config", "core.analytics", "false")

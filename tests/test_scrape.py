@@ -24,7 +24,15 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
+from typer.testing import CliRunner
+
+from styleforge.app.cli import app
+from styleforge.app.samplesite import SampleSiteHandler, serve
+from styleforge.core.config import ScrapeParams
+from styleforge.core.errors import UserError
+from styleforge.core.reports import read_report
 from styleforge.tasks.scrape import run
 from styleforge.tasks.scrape.extract import (
     extract_image_urls,
@@ -32,10 +40,6 @@ from styleforge.tasks.scrape.extract import (
     parse_srcset,
 )
 from styleforge.tasks.scrape.manifest import COLUMNS, MANIFEST, RAW_DIR
-
-from styleforge.app.samplesite import SampleSiteHandler, serve
-from styleforge.core.config import ScrapeParams
-from styleforge.core.reports import read_report
 from tests.conftest import REPO
 
 # --- the test server ----------------------------------------------------------------------------
@@ -76,8 +80,7 @@ class TrickySite(SampleSiteHandler):
     hits: list[tuple[float, str]] = []  # (monotonic time, path with query), every request
     seen: Counter[str] = Counter()
     lock = threading.Lock()
-    # Ahead of the site's own rules: a user agent asked to wait between requests (whole seconds:
-    # urllib.robotparser reads no fractions).
+    # Ahead of the site's own rules: a user agent asked to wait between requests.
     robots_for_slowbot = b"User-agent: slowbot\nCrawl-delay: 1\nDisallow:\n\n"
 
     def do_GET(self) -> None:
@@ -182,8 +185,11 @@ def hits():
 
 
 def fast(*sources: dict, **overrides) -> ScrapeParams:
-    """Params for tests: generous pacing, short timeouts and backoffs."""
-    settings = dict(per_host_rate=500, timeout_s=2, retries=1, backoff_s=0.01, max_retry_after_s=2, scroll_wait_s=1.0)
+    """Params for tests: generous pacing, short timeouts and backoffs. The loopback ports of the
+    sources (the test site) are trusted in allow_private, as a user lists the inside site they scrape."""
+    trusted = sorted({f"127.0.0.1:{urlsplit(source['url']).port}" for source in sources})
+    settings = dict(per_host_rate=500, timeout_s=2, retries=1, backoff_s=0.01, max_retry_after_s=2,
+                    scroll_wait_s=1.0, allow_private=trusted)
     return ScrapeParams(sources=list(sources), **settings | overrides)
 
 
@@ -265,7 +271,7 @@ def test_static_scrape_of_the_sample_site(site, tmp_path, hits):
     assert report["sources"][0]["images_found"] == 51
     assert report["statuses"] == {
         "ok": 43, "duplicate": 0, "near_duplicate": 5, "http_error": 0, "robots": 1,
-        "too_large": 0, "bad_content_type": 0, "not_image": 0, "too_small": 2, "error": 0,
+        "too_large": 0, "bad_content_type": 0, "not_image": 0, "too_small": 2, "blocked_address": 0, "error": 0,
     }  # fmt: skip
     statuses = status_of(frame)
     # srcset: the largest candidate only; lazy and absolute URLs found
@@ -349,10 +355,17 @@ def test_dead_pages_are_reported_and_not_fatal(site, tmp_path):
     assert report["statuses"]["ok"] == 1
 
 
-def test_when_every_source_fails_the_report_says_so(site, tmp_path):
-    report = run(fast({"url": f"{site}/no-such-page.html"}, {"url": f"{site}/empty.html"}), tmp_path)
+def test_when_every_source_fails_the_stage_fails_with_each_reason(site, tmp_path):
+    sources = [{"url": f"{site}/no-such-page.html"}, {"url": f"{site}/empty.html"}]
+    with pytest.raises(UserError, match=r"every source failed:\n.*HTTP 404.*\n.*no images found"):
+        run(fast(*sources), tmp_path)
+    report = read_report("scrape", tmp_path)
     assert report["outcome"] == "all sources failed" and len(report["errors"]) == 2
-    assert manifest(tmp_path).empty and read_report("scrape", tmp_path)["outcome"] == "all sources failed"
+    assert manifest(tmp_path).empty, "the manifest and report are written all the same"
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"scrape": fast(*sources).model_dump()}))
+    result = CliRunner().invoke(app, ["stage", "scrape", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 2 and "every source failed" in result.output and "HTTP 404" in result.output
 
 
 # --- HTTP behaviour -----------------------------------------------------------------------------

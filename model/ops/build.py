@@ -2,7 +2,8 @@
 
 Environment:
   STYLEFORGE_OPS        auto (default): use the extension if it builds, else the reference.
-                        cpp: require the extension; raise if it cannot be built.
+                        cpp: require the extension; raise if it cannot be built or if a
+                        kernel fails its check (check.py).
                         ref: never build; always the pure-PyTorch reference.
   STYLEFORGE_OPS_CACHE  build cache root (default ~/.cache/styleforge/ops). Each build lives
                         in <root>/<device>-<hash>, so a source change rebuilds and an
@@ -11,7 +12,8 @@ Environment:
 The CPU and CUDA kernels are separate extensions, built the first time a tensor on that device
 type needs them. One process builds at a time per folder (an OS file lock, released even if the
 builder dies); the others wait and then load its result. A build that fails warns once and the
-reference is used for the rest of the process: it is never retried per call.
+reference is used for the rest of the process: it is never retried per call. Before a loaded
+kernel is trusted on a device it is checked against its reference (check.py).
 """
 import hashlib
 import importlib.resources
@@ -38,7 +40,7 @@ _SOURCES = {
 _CFLAGS = ("-O3", "-fopenmp")
 _LDFLAGS = ("-fopenmp",)
 _CUDA_CFLAGS = ("-O3", "--use_fast_math")
-_DTYPES = {
+DTYPES = {
     "cpu": {torch.float32, torch.float64},
     "cuda": {torch.float16, torch.bfloat16, torch.float32, torch.float64},
 }
@@ -166,17 +168,15 @@ def extension(device_type):
     return loaded
 
 
+def failure(device_type):
+    """The exception that stopped this process's build for 'cpu' or 'cuda', or None."""
+    loaded = _loaded.get(device_type)
+    return loaded if isinstance(loaded, Exception) else None
+
+
 def extension_for(tensor):
     """The extension that handles this tensor's device and dtype, or None for the reference."""
     device_type = tensor.device.type
-    if tensor.dtype not in _DTYPES.get(device_type, ()):
+    if tensor.dtype not in DTYPES.get(device_type, ()):
         return None
     return extension(device_type)
-
-
-def backend(device="cpu", dtype=torch.float32):
-    """Which implementation runs for tensors of this device and dtype: 'cpp', 'cuda' or 'ref'."""
-    device_type = torch.device(device).type
-    if dtype not in _DTYPES.get(device_type, ()) or extension(device_type) is None:
-        return "ref"
-    return "cpp" if device_type == "cpu" else "cuda"

@@ -9,7 +9,7 @@ import torch
 from torch.autograd import Function
 from torch.nn import functional as F
 
-from . import build
+from . import build, check
 
 
 def _pair(value):
@@ -79,9 +79,52 @@ class _UpFirDn2d(Function):
 def upfirdn2d(input, kernel, up=1, down=1, pad=(0, 0)):
     """upfirdn2d on input [N, C, H, W] with a 2-D kernel [kh, kw] (or a 1-D separable one).
 
-    Runs the C++/CUDA kernel when one is built for the input's device and dtype, and the
-    reference otherwise (and whenever the kernel itself needs a gradient)."""
-    if build.extension_for(input) is None or kernel.requires_grad:
+    Runs the C++/CUDA kernel when one is built for the input's device and dtype and has passed
+    its check there (check.py), and the reference otherwise (and whenever the kernel itself
+    needs a gradient)."""
+    if kernel.requires_grad or not check.use_kernel("upfirdn2d", input):
         return upfirdn2d_ref(input, kernel, up, down, pad)
+    return _upfirdn2d_kernel(input, kernel, up, down, pad)
+
+
+def _upfirdn2d_kernel(input, kernel, up, down, pad):
     kernel, up, down, pad = _normalise_args(kernel, up, down, pad)
     return _UpFirDn2d.apply(input, kernel.to(input.dtype), up, down, pad)
+
+
+def _check_cases(generator):
+    """StyleGAN2's three uses (blur, 2x up, 2x down), then what they do not exercise: a
+    non-separable kernel, mixed x/y factors, a cropping pad and a transposed (strided) input.
+    Non-square sizes, so a swapped axis cannot pass."""
+
+    def randn(*shape, grad=False):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64).requires_grad_(grad)
+
+    taps = torch.tensor([1.0, 3, 3, 1], dtype=torch.float64)
+    blur = taps[:, None] * taps[None, :] / 64
+    cases = [
+        ("blur pad (1, 1)", randn(2, 3, 9, 7, grad=True), blur * 4, 1, 1, (1, 1)),
+        ("2x up pad (2, 1)", randn(2, 3, 7, 6, grad=True), blur * 4, 2, 1, (2, 1)),
+        ("2x down pad (1, 1)", randn(2, 3, 9, 10, grad=True), blur, 1, 2, (1, 1)),
+        ("3x4 kernel up (2, 1) down (1, 2) pad (1, 2, 0, -1)", randn(1, 2, 8, 5, grad=True), randn(3, 4),
+         (2, 1), (1, 2), (1, 2, 0, -1)),
+    ]
+    checked = [
+        check.Case(label, _geometry(_upfirdn2d_kernel, up, down, pad), _geometry(upfirdn2d_ref, up, down, pad), (x, k))
+        for label, x, k, up, down, pad in cases
+    ]
+    x = randn(1, 2, 7, 9, grad=True)
+    transposed = check.Case(
+        "transposed input, 2x up pad (2, 1)",
+        lambda x, k: _upfirdn2d_kernel(x.transpose(2, 3), k, 2, 1, (2, 1)),
+        lambda x, k: upfirdn2d_ref(x.transpose(2, 3), k, 2, 1, (2, 1)),
+        (x, blur * 4),
+    )
+    return checked + [transposed]
+
+
+def _geometry(fn, up, down, pad):
+    return lambda x, k: fn(x, k, up, down, pad)
+
+
+check.register("upfirdn2d", _check_cases)

@@ -5,6 +5,10 @@ URLs are downloaded concurrently under per-host pacing, robots.txt and size limi
 Pillow, and kept once: files are named by the sha256 of their bytes, exact and near duplicates
 are dropped. data/raw/manifest.parquet records every URL and is saved after every batch, so a
 killed run resumes where it stopped; URLs already settled are never fetched again.
+
+Every fetch is bounded in time (max_download_s, and per browser source its timeouts and
+source_deadline_s), and connects only to public addresses and the inside ones scrape.allow_private
+lists. A failing source costs only itself; the stage fails (UserError) only when every source did.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from tqdm import tqdm
+
+from styleforge.core.config import ScrapeParams
+from styleforge.core.errors import UserError
+from styleforge.core.io import atomic_write_bytes
+from styleforge.core.reports import timed, write_report
+from styleforge.tasks.scrape.addresses import BlockedAddress
 from styleforge.tasks.scrape.browser import Browser
 from styleforge.tasks.scrape.download import Download, fetch_image
 from styleforge.tasks.scrape.http import Fetcher, HostUnreachable
@@ -28,13 +39,12 @@ from styleforge.tasks.scrape.manifest import (
     save_manifest,
 )
 from styleforge.tasks.scrape.pages import PageResult, collect_page
-from tqdm import tqdm
-
-from styleforge.core.config import ScrapeParams
-from styleforge.core.io import atomic_write_bytes
-from styleforge.core.reports import timed, write_report
 
 log = logging.getLogger(__name__)
+
+
+class EverySourceFailed(UserError):
+    """No source gave images: the message lists each one's reason."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,8 @@ class Ledger:
 
 def run(params: ScrapeParams, root: Path = Path(".")) -> dict:
     """Scrape every source into root/data/raw; writes and returns the report. Failing pages are
-    reported in `errors` and `outcome`, never raised."""
+    reported in `errors` and `outcome`; when every source failed, the manifest and report are
+    written and EverySourceFailed is raised."""
     root = Path(root)
     report: dict = {}
     with timed(report):
@@ -87,6 +98,8 @@ def run(params: ScrapeParams, root: Path = Path(".")) -> dict:
         save_manifest(ledger.rows, root)  # also when nothing was fetched: later stages read it
     report.update(summarise(pages, ledger, len(jobs), already_done))
     write_report("scrape", report, root)
+    if report["outcome"] == "all sources failed":
+        raise EverySourceFailed("scrape: every source failed:\n  " + "\n  ".join(report["errors"]))
     return report
 
 
@@ -124,6 +137,9 @@ def plan_downloads(
                 allowed = fetcher.allowed(url)
             except HostUnreachable as exc:
                 ledger.record(job, Download("error", str(exc)))
+                continue
+            except BlockedAddress as exc:
+                ledger.record(job, Download("blocked_address", str(exc)))
                 continue
             if allowed:
                 jobs.append(job)
@@ -203,6 +219,7 @@ def _source_summary(page: PageResult, rows: list[dict]) -> dict:
         "page": page.page,
         "images_found": len(page.images),
         "scrolls": page.scrolls,
+        "blocked_requests": page.blocked_requests,
         "statuses": _count_statuses(row["status"] for row in rows if row["source"] == page.source.url),
     }
 

@@ -13,9 +13,10 @@ import imagehash
 import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
-from styleforge.tasks.scrape.http import Fetcher, TooLarge, describe
 
 from styleforge.core.config import ScrapeParams
+from styleforge.tasks.scrape.addresses import BlockedAddress
+from styleforge.tasks.scrape.http import DeadlineExceeded, Fetcher, TooLarge, describe
 
 # File extensions by the format Pillow found in the bytes (never by URL or Content-Type).
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "TIFF": ".tif"}
@@ -41,7 +42,7 @@ def fetch_image(url: str, fetcher: Fetcher, params: ScrapeParams) -> Download:
     """GET url and check it; never raises for anything the network or the file can do."""
     content_type = ""
     try:
-        with fetcher.get(url) as response:
+        with fetcher.open(url) as response:
             if response.status_code >= 400:
                 return Download("http_error", f"HTTP {response.status_code} {response.reason}")
             content_type = media_type(response.headers.get("Content-Type", ""))
@@ -51,7 +52,9 @@ def fetch_image(url: str, fetcher: Fetcher, params: ScrapeParams) -> Download:
             data = fetcher.read_body(response)
     except TooLarge as exc:
         return Download("too_large", str(exc), content_type, size=exc.seen)
-    except (requests.RequestException, TimeoutError) as exc:
+    except BlockedAddress as exc:
+        return Download("blocked_address", str(exc), content_type)
+    except (requests.RequestException, OSError, DeadlineExceeded) as exc:
         return Download("error", describe(exc), content_type)
     return inspect_image(data, content_type, params)
 

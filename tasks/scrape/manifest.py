@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from styleforge.tasks.scrape.download import PILLOW_BOMB
 
 from styleforge.core.config import ScrapeParams
 from styleforge.core.io import atomic_write
+from styleforge.tasks.scrape.download import PILLOW_BOMB
 
 RAW_DIR = Path("data/raw")
 MANIFEST = RAW_DIR / "manifest.parquet"
@@ -36,11 +36,13 @@ STATUSES = (
     "bad_content_type",
     "not_image",
     "too_small",
+    "blocked_address",  # an inside address that scrape.allow_private does not list
     "error",
 )
 # Answers that cannot change by asking again. http_error and error (timeouts, 5xx, refused
 # connections) are retried by every rerun; limit-based rejections are final only while the
-# params that caused them still hold (see is_settled).
+# params that caused them still hold (see is_settled). blocked_address is asked again too:
+# allow_private, or where a name or a redirect points, may have changed.
 FINAL_STATUSES = {"ok", "duplicate", "near_duplicate", "robots", "not_image"}
 
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import requests
+
+from styleforge.core.config import Source
+from styleforge.tasks.scrape.addresses import BlockedAddress
 from styleforge.tasks.scrape.browser import Browser
 from styleforge.tasks.scrape.extract import extract_image_urls
 from styleforge.tasks.scrape.http import (
+    DeadlineExceeded,
     Fetcher,
     HostUnreachable,
     PageError,
@@ -16,17 +20,16 @@ from styleforge.tasks.scrape.http import (
     describe,
 )
 
-from styleforge.core.config import Source
-
 
 @dataclass
 class PageResult:
     source: Source
-    status: str = "ok"  # ok | robots | failed
+    status: str = "ok"  # ok | robots | blocked_address | failed
     page: str = ""  # the URL the images were found on, after redirects
     images: list[str] = field(default_factory=list)
     scrolls: int = 0
     error: str = ""
+    blocked_requests: list[str] = field(default_factory=list)  # browser mode: the page's own, refused
 
 
 def collect_page(source: Source, fetcher: Fetcher, browser: Browser) -> PageResult:
@@ -36,25 +39,28 @@ def collect_page(source: Source, fetcher: Fetcher, browser: Browser) -> PageResu
             return PageResult(source, "robots", error="robots.txt disallows this page")
         if source.mode == "browser":
             rendered = browser.render(source)
-            page, html, scrolls = rendered.url, rendered.html, rendered.scrolls
+            page, html, scrolls, blocked = rendered.url, rendered.html, rendered.scrolls, rendered.blocked_requests
         else:
-            (page, html), scrolls = fetch_static_page(source.url, fetcher), 0
+            (page, html), scrolls, blocked = fetch_static_page(source.url, fetcher), 0, []
+    except BlockedAddress as exc:
+        return PageResult(source, "blocked_address", error=str(exc))
     except (HostUnreachable, PageError) as exc:
         return PageResult(source, "failed", error=str(exc))
     images = extract_image_urls(html, page, source.selector)[: source.max_images]
     if not images:
         where = f" matching selector {source.selector!r}" if source.selector else ""
-        return PageResult(source, "failed", page, scrolls=scrolls, error=f"no images found{where}")
-    return PageResult(source, "ok", page, images, scrolls)
+        return PageResult(source, "failed", page, scrolls=scrolls, error=f"no images found{where}",
+                          blocked_requests=blocked)
+    return PageResult(source, "ok", page, images, scrolls, blocked_requests=blocked)
 
 
 def fetch_static_page(url: str, fetcher: Fetcher) -> tuple[str, bytes]:
     """(final URL, body). The body stays bytes so that BeautifulSoup reads the page's own
     <meta charset> (requests guesses Latin-1 for text/html without a charset header)."""
     try:
-        with fetcher.get(url) as response:
+        with fetcher.open(url) as response:
             if response.status_code >= 400:
                 raise PageError(f"HTTP {response.status_code} {response.reason}")
             return response.url, fetcher.read_body(response)
-    except (requests.RequestException, TooLarge, TimeoutError) as exc:
+    except (requests.RequestException, OSError, TooLarge, DeadlineExceeded) as exc:
         raise PageError(describe(exc)) from None
