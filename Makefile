@@ -21,3 +21,4 @@ bench: $(STAMP)
 	python bench/generator.py
 	python bench/train.py
 	python bench/portraits.py
+	python bench/walk.py

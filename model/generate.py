@@ -85,7 +85,8 @@ def _generator(checkpoint: str | Path | Generator, device: str | torch.device) -
 
 
 @torch.no_grad()
-def _latents(g: Generator, z: np.ndarray, truncation: float) -> torch.Tensor:
+def z_latents(g: Generator, z: np.ndarray, truncation: float) -> torch.Tensor:
+    """W+ [N, n_latent, D] of z [N, style_dim], truncated: what `generate` renders for them."""
     w = g.get_latent(torch.from_numpy(z).to(g.w_avg.device))
     return g.broadcast([g.truncate(w, truncation)])
 
@@ -118,7 +119,7 @@ def generate(
             raise ValueError(f"z must be [N, {g.style_dim}], got shape {list(np.shape(z))}")
         names, noise_seeds = [f"z{i:04d}" for i in range(len(z))], list(range(len(z)))
 
-    images = to_uint8(render(g, _latents(g, z, truncation), noise_mode, noise_seeds, batch_size))
+    images = to_uint8(render(g, z_latents(g, z, truncation), noise_mode, noise_seeds, batch_size))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [_save(image, out_dir / f"{name}.png") for name, image in zip(names, images)]

@@ -12,6 +12,7 @@ Adam on the latent and the per-layer noise images, with
 from __future__ import annotations
 
 import math
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from styleforge.core.errors import UserError
 from styleforge.core.io import atomic_write
 
 DISTANCE_RES = 256  # LPIPS was calibrated on 64-256 px patches; larger renders are averaged down
@@ -178,3 +180,40 @@ def load_latent(path: str | Path) -> tuple[torch.Tensor, list[torch.Tensor]]:
         count = sum(1 for key in data.files if key.startswith("noise_"))
         noises = [torch.from_numpy(data[f"noise_{k}"]) for k in range(count)]
         return torch.from_numpy(data["latent"]), noises
+
+
+class LatentFileError(UserError, ValueError):
+    """A projected-latent file that is missing, not an .npz, or does not fit the model."""
+
+
+def load_projected(path: str | Path, n_latent: int, style_dim: int) -> torch.Tensor:
+    """W+ latents [N, n_latent, style_dim] from a projection: ours (save_latent's `latent`, one
+    [n_latent, D]) or NVIDIA's `projected_w.npz` (`w`, [N, num_ws, w_dim]; stylegan2-ada-pytorch's
+    projector.py writes N = 1). The two W+ layouts agree entry for entry: NVIDIA's num_ws is our
+    n_latent, and each entry feeds the same conv or toRGB layer.
+    """
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile)  # what np.load raises on anything else
+    try:
+        data = np.load(path)
+    except FileNotFoundError:
+        raise LatentFileError(f"{path}: no such file") from None
+    except unreadable as exc:
+        raise LatentFileError(f"{path}: not an .npz of projected latents ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise LatentFileError(f"{path}: not an .npz of projected latents (a bare {list(data.shape)} array)")
+    try:
+        with data:
+            files = data.files
+            ours = "latent" in files
+            stored = data["latent"] if ours else data["w"] if "w" in files else None
+    except unreadable as exc:
+        raise LatentFileError(f"{path}: not an .npz of projected latents ({exc})") from None
+    if stored is None:
+        raise LatentFileError(f"{path}: neither `latent` (styleforge portraits) nor `w` (NVIDIA's projector) in it, only {files}")
+    expected = [n_latent, style_dim]
+    fits = list(stored.shape) == expected if ours else stored.ndim == 3 and list(stored.shape[1:]) == expected and len(stored) > 0
+    if not fits:
+        key, takes = ("latent", expected) if ours else ("w", ["N", *expected])
+        raise LatentFileError(f"{path}: `{key}` {list(stored.shape)} does not fit this model, which takes {takes}")
+    latent = stored[None] if ours else stored
+    return torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))

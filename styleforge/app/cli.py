@@ -18,7 +18,27 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"styleforge {version('styleforge')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+) -> None:
+    pass
+
+
+def _examples(*commands: str) -> str:
+    """A command's help epilog; tests/test_cli.py checks that the README shows each of them."""
+    return "Examples:\n\n" + "\n\n".join(commands)
+
+
+@app.command(epilog=_examples("styleforge stage faces"))
 def stage(
     name: str = typer.Argument(..., help="scrape | faces | augment | base | finetune | blend | portraits | evaluate"),
     params: Path = typer.Option(Path("params.yaml"), help="params file, in the project root"),
@@ -34,7 +54,7 @@ def stage(
     typer.echo(json.dumps(report, indent=2, default=str))
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge dataset", "styleforge dataset --force"))
 def dataset(
     force: bool = typer.Option(False, "--force", help="rebuild every dataset stage, changed or not"),
     root: Path = typer.Option(Path("."), help="project root (holds dvc.yaml and params.yaml)"),
@@ -54,7 +74,7 @@ def dataset(
         typer.echo("nothing changed: the dataset is up to date, no work done")
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge finetune"))
 def finetune(
     force: bool = typer.Option(False, "--force", help="rerun the stage even if DVC finds it up to date"),
     timeout: float | None = typer.Option(None, help="seconds before the run (its whole process group) is ended"),
@@ -72,7 +92,7 @@ def finetune(
     typer.echo("finetune ran: data/finetune/model.pt" if ran else "finetune is up to date: no work done")
 
 
-@app.command("sample-site")
+@app.command("sample-site", epilog=_examples("styleforge sample-site"))
 def sample_site(port: int = typer.Option(8765, help="port on 127.0.0.1")) -> None:
     """Serve the embedded sample site (real photos from installed packages) until Ctrl-C."""
     from styleforge.app.samplesite import serve_forever
@@ -80,7 +100,7 @@ def sample_site(port: int = typer.Option(8765, help="port on 127.0.0.1")) -> Non
     serve_forever(port)
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge demo"))
 def demo(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """The embedded default: serve the sample site, build the dataset, print the reports."""
     from styleforge.app.demo import run_demo
@@ -97,7 +117,7 @@ def _nightly_params(root: Path):
         _fail(str(exc))
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge nightly"))
 def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC workspace")) -> None:
     """One nightly run now (the flow the schedule runs): scrape, rebuild, gate, publish or keep."""
     _nightly_params(root)
@@ -111,7 +131,7 @@ def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC
     typer.echo(f"{verb} {summary['release'] or 'no release'}: {summary['reason']}")
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge schedule"))
 def schedule(
     root: Path = typer.Option(Path("."), help="project root: a git + DVC workspace"),
     port: int | None = typer.Option(None, help="port of `styleforge server` on 127.0.0.1 [default: PREFECT_API_URL, else 4200]"),
@@ -138,7 +158,7 @@ def schedule(
     serve(deployment)
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge server"))
 def server(
     root: Path = typer.Option(Path("."), help="project root: the database goes to ROOT/.prefect"),
     port: int = typer.Option(4200, help="port on 127.0.0.1"),
@@ -158,40 +178,54 @@ def _span(text: str, what: str) -> tuple[int, int]:
     return start, stop
 
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws z from a seed, takes 0 .. 2**32 - 1
+
+
 def _seed_list(text: str, option: str, required: bool = True) -> list[int]:
-    """The comma-separated seeds of option; '' is none, which fails where seeds are required."""
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        _fail(f"{option}: expected integers separated by commas, got {text!r}")
+    """The seeds of option as NVIDIA's scripts take them: numbers and inclusive ranges, comma-
+    separated (0-7,12 is 0..7 and 12). '' is none, which fails where seeds are required."""
+    seeds: list[int] = []
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        try:
+            start = int(first)
+            stop = int(last) if dash else start
+        except ValueError:
+            _fail(f"{option}: expected seeds like 0,5,9 or ranges like 0-7,12, got {text!r}")
+        if not 0 <= start <= stop <= MAX_SEED:
+            _fail(f"{option}: {part!r} is not a seed from 0 to {MAX_SEED}, or a range upward between them")
+        seeds.extend(range(start, stop + 1))
     if required and not seeds:
         _fail(f"{option}: no seeds given")
     return seeds
 
 
+def _projected(path: Path, generator):
+    """The W+ latents [N, n_latent, D] in a projection file (ours or NVIDIA's), on the generator's device."""
+    from styleforge.model.project import LatentFileError, load_projected
+
+    try:
+        return load_projected(path, generator.n_latent, generator.style_dim).to(generator.w_avg.device)
+    except LatentFileError as exc:
+        _fail(str(exc))
+
+
 def _latents(generator, seeds: str, option: str, latent_files: list[Path], truncation: float):
-    """W+ latents of the seeds in option (comma-separated) and of projected .npz files, in that order;
-    the seeds may be left out where latent files are given."""
+    """W+ latents of the seeds in option and of projected .npz files, in that order; the seeds may
+    be left out where latent files are given."""
     import torch
 
-    from styleforge.model.project import load_latent
     from styleforge.model.sefa import seed_latents
 
     seed_list = _seed_list(seeds, option, required=not latent_files)
     parts = [seed_latents(generator, seed_list, truncation)] if seed_list else []
-    for path in latent_files:
-        try:
-            latent = load_latent(path)[0]
-        except (OSError, KeyError, ValueError) as exc:  # missing, not an .npz, or no `latent` in it
-            _fail(f"{path}: not a projected latent from `styleforge portraits`: {exc}")
-        if latent.shape != (generator.n_latent, generator.style_dim):
-            expected = [generator.n_latent, generator.style_dim]
-            _fail(f"{path}: latent {list(latent.shape)} does not fit this model, which takes {expected}")
-        parts.append(latent[None].to(generator.w_avg.device))
+    parts += [_projected(path, generator) for path in latent_files]
     return torch.cat(parts)
 
 
-@app.command()
+@app.command(epilog=_examples("styleforge portraits me.jpg --out out/portraits"))
 def portraits(
     photos: list[Path] = typer.Argument(..., help="photos to render"),
     out: Path = typer.Option(..., "--out", help="folder for the portraits, the contact sheet and the report"),
@@ -221,10 +255,13 @@ def portraits(
         typer.echo(f"skipped: {report['skip_reasons']} (see {out / 'portraits.json'})")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "styleforge edit --latent data/portraits/astronaut/latent.npz --out reports/edit.png",
+    "styleforge edit --seeds 0-3 --latent out/projected_w.npz --directions 0:3 --out out/edit.png",
+))
 def edit(
-    seeds: str = typer.Option("0,1,2", help="seeds to edit, comma-separated ('' for none)"),
-    latent: list[Path] = typer.Option([], help="projected latent .npz from portraits (repeatable)"),
+    seeds: str = typer.Option("0,1,2", help="seeds to edit, e.g. 0-3,7 ('' for none)"),
+    latent: list[Path] = typer.Option([], help="projected latent: portraits' latent.npz or NVIDIA's projected_w.npz (repeatable)"),
     model: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
     sefa: Path = typer.Option(Path("data/blend/sefa.npz"), help="SeFa directions the blend stage saved"),
     layers: str | None = typer.Option(None, help="START:STOP styled convs: factorise MODEL there, not read SEFA"),
@@ -256,11 +293,14 @@ def edit(
     typer.echo(f"{out}: {len(latents)} latents x directions {first}..{stop - 1} on layers {chosen.layers}")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "styleforge mix --checkpoint data/blend/model.pt --rows 0,1 --cols 2,3 --out out/mix.png",
+    "styleforge mix --rows 0-3 --latent data/portraits/astronaut/latent.npz --cols 10-13 --out out/mix.png",
+))
 def mix(
-    rows: str = typer.Option("", help="row seeds, comma-separated: they keep their other styles"),
-    latent: list[Path] = typer.Option([], help="projected latent .npz from portraits: one more row (repeatable)"),
-    cols: str = typer.Option("0,1,2,3", help="column seeds, comma-separated: they give the STYLES entries"),
+    rows: str = typer.Option("", help="row seeds, e.g. 0-3,7: they keep their other styles"),
+    latent: list[Path] = typer.Option([], help="projected latent (portraits' latent.npz or NVIDIA's projected_w.npz): one more row (repeatable)"),
+    cols: str = typer.Option("0,1,2,3", help="column seeds, e.g. 0-3: they give the STYLES entries"),
     styles: str = typer.Option("0:7", help="W+ entries START:STOP taken from the column (0:7 = up to 32x32, NVIDIA's)"),
     checkpoint: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders"),
     truncation: float = typer.Option(0.7, help="psi for the seeds"),
@@ -291,15 +331,18 @@ def _device(name: str | None) -> str:
     return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@app.command()
+@app.command(epilog=_examples(
+    "styleforge generate --checkpoint data/finetune/model.pt --seeds 0,1,2 --out out/",
+    "styleforge generate --checkpoint data/finetune/model.pt --seeds 0-7,12 --truncation 0.7 --out out/",
+))
 def generate(
     checkpoint: Path = typer.Option(..., help="our checkpoint or a rosinality .pt"),
     out: Path = typer.Option(..., "--out", help="folder for one PNG per latent and grid.png"),
-    seeds: str | None = typer.Option(None, help="seeds, comma-separated (z as NVIDIA's generate.py draws it)"),
+    seeds: str | None = typer.Option(None, help="seeds, e.g. 0-7,12 (z as NVIDIA's generate.py draws it)"),
     z: Path | None = typer.Option(None, help=".npy of z latents [N, style_dim], instead of --seeds"),
     truncation: float = typer.Option(1.0, help="psi: 1 = none, 0 = the average image"),
     noise: str = typer.Option("const", help="random (from each seed) | const (stored buffers) | none"),
-    device: str | None = typer.Option(None, help="cpu or cuda [default: cuda if available]"),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
 ) -> None:
     """Render images from a checkpoint's g_ema: OUT/seedNNNN.png (or zNNNN.png) and OUT/grid.png."""
     import numpy as np
@@ -320,7 +363,119 @@ def generate(
     typer.echo(f"{len(paths) - 1} images and {paths[-1]} written")
 
 
-@app.command()
+def _grid(text: str) -> tuple[int, int]:
+    """--grid COLSxROWS, as NVIDIA's gen_video.py reads it (4x2: four across, two down)."""
+    cols, x, rows = text.lower().partition("x")
+    try:
+        shape = int(cols), int(rows)
+    except ValueError:
+        shape = (0, 0)
+    if not x or min(shape) < 1:
+        _fail(f"--grid: expected COLSxROWS, e.g. 2x2, got {text!r}")
+    return shape
+
+
+def _shares(keys: list, cells: int, option: str) -> list[list]:
+    """keys split in order among the grid's cells (NVIDIA's gen_video.py: cell 0 takes the first
+    len/cells, cell 1 the next ...), each cell at least two."""
+    if len(keys) % cells:
+        _fail(f"{option}: {len(keys)} keyframes do not split evenly among {cells} grid cells")
+    share = len(keys) // cells
+    if share < 2:
+        _fail(f"{option}: a walk needs at least 2 keyframes per grid cell, got {share}")
+    return [keys[i * share : (i + 1) * share] for i in range(cells)]
+
+
+def _load_generator(path: Path, device: str):
+    from styleforge.model.checkpoint import CheckpointError, load_generator
+
+    try:
+        return load_generator(path, map_location=device)
+    except CheckpointError as exc:
+        _fail(str(exc))
+
+
+@app.command(epilog=_examples(
+    "styleforge walk --checkpoint data/finetune/model.pt --seeds 0,5,9 --loop --out out/walk.mp4",
+    "styleforge walk --checkpoint data/finetune/model.pt --seeds 0-15 --grid 2x2 --frames 240 --out out/grid.mp4",
+    "styleforge walk --latents data/portraits/astronaut/latent.npz,data/portraits/grace_hopper/latent.npz --out out/photos.gif",
+    "styleforge walk --morph data/portraits/astronaut/latent.npz --frames 90 --out out/morph.webp",
+    "styleforge walk --checkpoint data/finetune/model.pt --seeds 0,9 --frames 30 --out out/frames/",
+))
+def walk(
+    out: str = typer.Option(..., "--out", help="walk.mp4 (H.264), .webp or .gif; or a folder (DIR/) for numbered PNG frames"),
+    seeds: str | None = typer.Option(None, help="keyframe seeds in order, e.g. 0,5,9 or 0-7 (shared out in order among --grid cells)"),
+    latents: str | None = typer.Option(None, help="keyframes from projected photos: comma-separated portraits latent.npz or NVIDIA projected_w.npz"),
+    morph: Path | None = typer.Option(None, help="one projected photo, rendered by --base, then the blends cut by cut, then --finetuned"),
+    checkpoint: Path = typer.Option(Path("data/blend/model.pt"), help="the model that renders --seeds and --latents"),
+    base: Path = typer.Option(Path("data/base/model.pt"), help="--morph: the model it starts from"),
+    finetuned: Path = typer.Option(Path("data/finetune/model.pt"), help="--morph: the model it ends on"),
+    reverse: bool = typer.Option(False, "--reverse", help="--morph through Toonify's blends: coarse layers change first"),
+    frames: int = typer.Option(60, min=2, help="frames in all"),
+    fps: float = typer.Option(30.0, help="frames per second"),
+    truncation: float = typer.Option(0.7, help="psi for the seeds"),
+    space: str = typer.Option("w", help="w: lerp in W, as NVIDIA's gen_video (smoother than Z) | z: slerp between the seeds' z"),
+    loop: bool = typer.Option(False, "--loop", help="go on from the last keyframe back to the first: a seamless loop"),
+    grid: str = typer.Option("1x1", help="COLSxROWS walks side by side, each over its own share of the keyframes"),
+    noise: str = typer.Option("const", help="const (the model's stored noise, as generate's default) | none"),
+    batch: int = typer.Option(8, min=1, help="frames rendered per call: all the walk ever holds, however long"),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda if available)"),
+) -> None:
+    """A video walking through latent space: between seeds, between projected photos, or the
+    portrait morph (base model, blends, fine-tuned model). Frames go to the encoder as they are
+    rendered; a frame on a seed is the image `generate --noise const` makes of it."""
+    from tqdm import tqdm
+
+    from styleforge.core.video import VideoError, output_kind, write_frames
+    from styleforge.model.walk import NOISE_MODES, SPACES, Keyframes, morph_frames, seed_keyframes, walk_frames
+
+    given = [name for name, value in (("--seeds", seeds), ("--latents", latents), ("--morph", morph)) if value is not None]
+    if len(given) != 1:
+        _fail(f"give one of --seeds, --latents or --morph, got {' and '.join(given) or 'none'}")
+    try:
+        output_kind(out)
+    except VideoError as exc:
+        _fail(str(exc))
+    if fps <= 0:
+        _fail(f"--fps: must be above 0, got {fps:g}")
+    if space not in SPACES or noise not in NOISE_MODES:
+        _fail(f"--space takes {' or '.join(SPACES)}, --noise {' or '.join(NOISE_MODES)}: got {space!r}, {noise!r}")
+    if space == "z" and seeds is None:
+        _fail("--space z: only seeds have a z; walk projected photos in W")
+    cols, rows = _grid(grid)
+    device = _device(device)
+
+    if morph is not None:
+        if cols * rows != 1:
+            _fail("--grid: a morph is one photo")
+        g = _load_generator(base, device)
+        end = _load_generator(finetuned, device)
+        if end.config != g.config:
+            _fail(f"{finetuned}: not the same architecture as {base} ({end.config} vs {g.config})")
+        latent = _projected(morph, g)
+        if len(latent) != 1:
+            _fail(f"--morph {morph}: holds {len(latent)} latents; a morph takes one")
+        stream = morph_frames(g, end, latent[0], frames, loop=loop, reverse=reverse, noise_mode=noise)
+    else:
+        g = _load_generator(checkpoint, device)
+        if seeds is not None:
+            shares = _shares(_seed_list(seeds, "--seeds"), cols * rows, "--seeds")
+            cells = [seed_keyframes(g, share, truncation, space) for share in shares]
+        else:
+            files = [Path(name.strip()) for name in latents.split(",") if name.strip()]
+            keys = [latent for path in files for latent in _projected(path, g)]
+            cells = [Keyframes(share) for share in _shares(keys, cols * rows, "--latents")]
+        stream = walk_frames(g, cells, frames, loop=loop, truncation=truncation, noise_mode=noise, batch=batch, cols=cols)
+
+    bar = tqdm(stream, total=frames, unit="frame", desc="walk", disable=None)  # disable=None: only on a terminal
+    try:
+        written = write_frames(out, bar, fps, total=frames)
+    except VideoError as exc:
+        _fail(str(exc))
+    typer.echo(f"{written}: {frames} frames of {cols * g.size}x{rows * g.size} at {fps:g} fps")
+
+
+@app.command(epilog=_examples("styleforge convert network-snapshot.pkl data/base/model.pt"))
 def convert(
     src: Path = typer.Argument(..., help="stylegan2-ada-pytorch network pickle (.pkl)"),
     dst: Path = typer.Argument(..., help="our checkpoint (.pt) to write"),
@@ -334,8 +489,28 @@ def convert(
     try:
         summary = convert_pickle(src, dst)
     except (CheckpointError, pickle.UnpicklingError, OSError) as exc:
-        _fail(f"{src}: {exc}")
+        _fail(str(exc) if str(src) in str(exc) else f"{src}: {exc}")  # the loaders name the file themselves
     typer.echo(json.dumps({"written": str(dst), **summary}, indent=2))
+
+
+@app.command(epilog=_examples("styleforge doctor", "styleforge doctor --json --seconds 2 --recheck"))
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    seconds: float = typer.Option(10.0, min=0, help="length of the throughput sample; 0 skips it"),
+    device: str | None = typer.Option(None, help="cpu or cuda for the sample [default: cuda if available]"),
+    recheck: bool = typer.Option(False, "--recheck", help="check the kernels again, ignoring stored verdicts"),
+) -> None:
+    """Device, versions, which implementation each op runs and why, and a throughput sample."""
+    import torch
+
+    from styleforge.app.doctor import describe, diagnose
+
+    if device not in (None, "cpu", "cuda"):
+        _fail(f"--device: expected cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        _fail("--device cuda: torch sees no CUDA device")
+    report = diagnose(_device(device), seconds=seconds, recheck=recheck)
+    typer.echo(json.dumps(report, indent=2) if as_json else describe(report))
 
 
 if __name__ == "__main__":
