@@ -145,15 +145,23 @@ def read_raw(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted download or copy?")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             # CPU first: RNG states must stay CPU tensors, and nothing is held twice on a GPU
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint: {exc}") from None
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: {first_line(exc)}") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: expected a dict, got {type(raw).__name__}")
     return raw
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: torch's load errors run to paragraphs of advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_state_strict(module: nn.Module, state: Any, what: str) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from styleforge.model.checkpoint import (
     NO_D_NOTE,
+    first_line,
     Checkpoint,
     CheckpointError,
     build_networks,
@@ -128,13 +129,29 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def read_nvidia_pickle(path: str | Path) -> dict:
-    """Unpickle with the allow-list; returns the top-level dict (G, D, G_ema, augment_pipe, ...)."""
+    """Unpickle with the allow-list; returns the top-level dict (G, D, G_ema, augment_pipe, ...).
+
+    Every way a file can fail to be a network pickle (empty, cut short, not a pickle, a refused
+    global, allowed globals called with the wrong arguments) is a CheckpointError naming the file.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted download or copy?")
     with path.open("rb") as f:
         if f.read(4) == b"PK\x03\x04":
             raise CheckpointError(f"{path} is a torch.save archive, not an NVIDIA pickle: load it as a checkpoint")
         f.seek(0)
-        data = RestrictedUnpickler(f).load()
+        try:
+            data = RestrictedUnpickler(f).load()
+        except UnsafePickleError as exc:
+            raise UnsafePickleError(f"{path}: {exc}") from None
+        except EOFError:
+            raise CheckpointError(f"{path}: the pickle ends early (a truncated file)") from None
+        except Exception as exc:  # noqa: BLE001 - a malformed pickle can raise almost any type
+            raise CheckpointError(f"{path}: not a readable network pickle: {type(exc).__name__}: "
+                                  f"{first_line(exc)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("G_ema"), PersistentObject):
         raise CheckpointError(f"{path}: not a stylegan2-ada-pytorch network pickle (no G_ema network)")
     return data
@@ -284,12 +301,22 @@ def _conv_clamp(obj: PersistentObject) -> list[float]:
 def load_nvidia_pkl(path: str | Path) -> Checkpoint:
     """An NVIDIA pickle as a loaded Checkpoint (no optimiser state; ADA p kept as augment)."""
     data = read_nvidia_pickle(path)
+    try:
+        return _checkpoint_of(data)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:  # pieces missing or misshapen
+        raise CheckpointError(f"{path}: not a stylegan2-ada-pytorch network pickle: {type(exc).__name__}: "
+                              f"{first_line(exc)}") from None
+
+
+def _checkpoint_of(data: dict) -> Checkpoint:
     g_ema_obj = data["G_ema"]
     try:
         size = int(g_ema_obj.state["img_resolution"])
         n_mlp = int(g_ema_obj.child("mapping").state["num_layers"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: G_ema is not a stylegan2-ada-pytorch Generator ({exc!r} missing)") from None
+        raise CheckpointError(f"G_ema is not a stylegan2-ada-pytorch Generator ({exc!r} missing)") from None
     g_names = generator_names(size, n_mlp)
     g_ema_nv = rename(nvidia_state_dict(g_ema_obj), g_names, "G_ema")
     settings = _mapping_settings(g_ema_obj)

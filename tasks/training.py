@@ -69,20 +69,75 @@ def _saved_at(folder: Path) -> float:
     return latest.stat().st_mtime if latest.exists() else folder.stat().st_mtime
 
 
+# The curves dvc.yaml's top-level plots draw against kimg: one TSV per chart's group of figures,
+# each row with the step and kimg it was logged at. DVCLive's own TSVs (one per metric, x = step)
+# cannot give that x: DVC joins an x column from another file row by row only, and the lazy
+# regularisers (r1 every r1_every steps, pl every pl_every) leave rows out. A group's row is
+# written when all its figures were measured in the log window.
+KIMG_CURVES_DIR = Path("plots/kimg")
+KIMG_CURVES = {
+    "losses": ("loss_g", "loss_d"),
+    "d_outputs": ("d_real", "d_fake"),
+    "r1": ("r1",),
+    "pl": ("pl", "pl_mean"),
+    "ada": ("ada_p", "ada_rt"),
+    "speed": ("sec_per_kimg", "images_per_s"),
+}
+
+
+class KimgCurves:
+    """KIMG_CURVES as TSVs in folder, appended row by row."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._resumed = False
+
+    def open(self, resume: bool) -> None:
+        """Header-only files for a new run (so a run that trains nothing, a loaded base model, still
+        leaves the files dvc.yaml plots); a resumed run appends to what it wrote before."""
+        self._resumed = resume and all((self.folder / f"{group}.tsv").exists() for group in KIMG_CURVES)
+        if self._resumed:
+            return
+        shutil.rmtree(self.folder, ignore_errors=True)  # DVCLive clears only its own subfolders
+        self.folder.mkdir(parents=True)
+        for group, fields in KIMG_CURVES.items():
+            (self.folder / f"{group}.tsv").write_text("\t".join(("step", "kimg", *fields)) + "\n")
+
+    def log(self, step: int, kimg: float, stats: dict[str, float]) -> None:
+        if self._resumed:
+            self._drop_from(step)
+            self._resumed = False
+        for group, fields in KIMG_CURVES.items():
+            if all(name in stats for name in fields):
+                with open(self.folder / f"{group}.tsv", "a") as tsv:
+                    tsv.write("\t".join(str(v) for v in (step, kimg, *(float(stats[n]) for n in fields))) + "\n")
+
+    def _drop_from(self, step: int) -> None:
+        """A resumed run restarts at its last checkpoint: the rows the killed process logged after
+        it are logged again, so the old ones go (else the curves would run back in kimg)."""
+        for group in KIMG_CURVES:
+            path = self.folder / f"{group}.tsv"
+            header, *rows = path.read_text().splitlines(keepends=True)
+            path.write_text(header + "".join(row for row in rows if int(row.split("\t", 1)[0]) < step))
+
+
 class LiveLog:
-    """DVCLive for a run: one row of figures per log window, the sample grid as an image. Only
-    rank 0 writes (under torchrun the other ranks get a LiveLog that does nothing).
+    """DVCLive for a run: one row of figures per log window, the sample grid as an image, and the
+    same rows by kimg for the grouped charts (KimgCurves). Only rank 0 writes (under torchrun the
+    other ranks get a LiveLog that does nothing).
 
     dvcyaml=None: dvc.yaml declares these metrics and plots; DVCLive must not rewrite it.
     """
 
     def __init__(self, folder: Path, resume: bool):
         self.live = None
+        self.curves = KimgCurves(folder / KIMG_CURVES_DIR)
         if os.environ.get("RANK", "0") == "0":
             os.environ.setdefault("DVCLIVE_OPEN", "false")
             from dvclive import Live
 
             self.live = Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+            self.curves.open(resume)
 
     def log(self, step: int, kimg: float, stats: dict[str, float]) -> None:
         self.live.step = step
@@ -90,14 +145,18 @@ class LiveLog:
             group = "speed" if name in ("images_per_s", "sec_per_kimg") else "train"
             self.live.log_metric(f"{group}/{name}", value)
         self.live.next_step()
+        self.curves.log(step, kimg, stats)
 
     def sample_grid(self, path: Path) -> None:
         self.live.log_image("samples.png", path)
 
     def summary(self, values: dict) -> None:
-        """For a run that trains nothing (a loaded model): metrics.json with its figures only."""
-        self.live.summary = values
-        self.live.make_summary()
+        """For a run that trains nothing (a loaded model): metrics.json with its figures only, and
+        the (empty) curves folder dvc.yaml declares, so DVC finds every output it expects."""
+        if self.live:
+            self.live.summary = values
+            self.live.make_summary()
+            (Path(self.live.plots_dir) / "metrics").mkdir(parents=True, exist_ok=True)
 
     def end(self) -> None:
         if self.live:

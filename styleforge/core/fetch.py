@@ -8,6 +8,7 @@ any other FetchError (the wrong file) must fail: wrong weights must not pass.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -57,17 +58,28 @@ def fetch(source: str, cache_dir: str | Path, sha256: str | None = None, root: P
         return path
     try:
         return atomic_write(path, lambda tmp: _download(source, tmp, name, sha256))  # a bad file never takes the name
-    except OSError as exc:  # URLError is an OSError: no network, 404, refused
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError: no network, 404, refused
         raise Unavailable(f"cannot download {source}: {exc}") from None
+
+
+class Truncated(FetchError):
+    """The server closed the connection before the length it announced had arrived."""
 
 
 def _download(url: str, target: Path, name: str, sha256: str | None) -> None:
     with urlopen(url, timeout=TIMEOUT_S) as response, target.open("wb") as out:
         total = int(response.headers.get("content-length") or 0) or None
+        received = 0
         with tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr) as bar:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
+            try:
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+            except http.client.IncompleteRead as exc:
+                received += len(exc.partial)
+    if total is not None and received != total:
+        raise Truncated(f"download of {url} is truncated: {received} of {total} bytes arrived")
     _check(target, sha256, f"download of {url}")
 
 
