@@ -27,16 +27,18 @@ import torch
 from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from styleforge.core.config import FacesParams, ProjectionParams  # noqa: E402
+from styleforge.core.io import atomic_write_json  # noqa: E402
 from styleforge.model.blend import blend_generators  # noqa: E402
-from styleforge.model.generate import render, to_uint8  # noqa: E402
+from styleforge.model.generate import (  # noqa: E402
+    render,
+    seed_latents,  # noqa: E402
+    to_uint8,
+)
 from styleforge.model.lpips import LPIPS, MultiScalePixelDistance  # noqa: E402
 from styleforge.model.networks import ModelConfig  # noqa: E402
 from styleforge.model.project import project, to_tensor  # noqa: E402
-from styleforge.model.sefa import seed_latents  # noqa: E402
 from styleforge.tasks.faces import find_faces  # noqa: E402
-
-from styleforge.core.config import FacesParams, ProjectionParams  # noqa: E402
-from styleforge.core.io import atomic_write_json  # noqa: E402
 
 CASES = {
     "tiny": (ModelConfig(size=64, style_dim=64, n_mlp=2, channel_max=64, channel_base=1024), "cpu"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
 from styleforge.model.checkpoint import load_generator
 from styleforge.model.networks import Generator
 
@@ -86,9 +87,23 @@ def _generator(checkpoint: str | Path | Generator, device: str | torch.device) -
 
 @torch.no_grad()
 def z_latents(g: Generator, z: np.ndarray, truncation: float) -> torch.Tensor:
-    """W+ [N, n_latent, D] of z [N, style_dim], truncated: what `generate` renders for them."""
-    w = g.get_latent(torch.from_numpy(z).to(g.w_avg.device))
-    return g.broadcast([g.truncate(w, truncation)])
+    """W+ [N, n_latent, D] of z [N, style_dim], truncated toward w_avg: what `generate` renders
+    for them. psi 1 leaves w bit for bit, as the generator's own forward does."""
+    w = g.style(torch.from_numpy(np.asarray(z, dtype=np.float32)).to(g.w_avg.device))
+    if truncation < 1:
+        w = g.truncate(w, truncation)
+    return g.broadcast([w])
+
+
+def seed_latents(g: Generator, seeds: Sequence[int], truncation: float = 1.0) -> torch.Tensor:
+    """W+ of seeds (z by seed_z): the one way every command and stage turns a seed into a latent."""
+    return z_latents(g, seed_z(seeds, g.style_dim), truncation)
+
+
+@torch.no_grad()
+def render_seeds(g: Generator, seeds: Sequence[int], truncation: float) -> list[np.ndarray]:
+    """RGB uint8 images of seeds with the model's constant noise: images differ only by the model."""
+    return list(to_uint8(render(g, seed_latents(g, seeds, truncation))))
 
 
 def _save(image: np.ndarray, path: Path) -> Path:

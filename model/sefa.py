@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from styleforge.model.generate import render, seed_z, to_uint8
-from styleforge.model.networks import Generator
 
 from styleforge.core.io import atomic_write
+from styleforge.model.generate import render, to_uint8
+from styleforge.model.networks import Generator
 
 
 def styled_conv_names(generator: Generator) -> list[str]:
@@ -88,16 +88,6 @@ def mix(photo: torch.Tensor, other: torch.Tensor, layers: range) -> torch.Tensor
 
 
 @torch.inference_mode()
-def seed_latents(generator: Generator, seeds: list[int], truncation: float = 1.0) -> torch.Tensor:
-    """W+ [N, n_latent, D] of seeds, z drawn by model.generate.seed_z so that seed k is one face
-    everywhere; truncated toward the model's w_avg."""
-    z = torch.from_numpy(seed_z(seeds, generator.style_dim))
-    w = generator.style(z.to(generator.w_avg.device))
-    if truncation < 1:  # as the generator's forward: psi 1 leaves w bit for bit
-        w = generator.truncate(w, truncation)
-    return generator.broadcast([w])
-
-
 def edit_grid(
     generator: Generator, latents: torch.Tensor, directions: Directions, indices: list[int], degrees: list[float]
 ) -> tuple[list[np.ndarray], list[str]]:

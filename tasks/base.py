@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from styleforge.core.config import BaseParams
+from styleforge.core.config import BaseParams, FacesParams
 from styleforge.core.fetch import FetchError, fetch, file_sha256
 from styleforge.core.reports import timed, write_report
 from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, build_networks, load_checkpoint, save_checkpoint
 from styleforge.model.convert import load_nvidia_pkl
 from styleforge.model.networks import ModelConfig
 from styleforge.model.train import Networks, Outputs, Trainer, TrainingSettings
+from styleforge.tasks.quality import sample_faces
 from styleforge.tasks.training import LiveLog, RunFolders, run_key, write_sample_grid
 
 MODEL = Path("data/base/model.pt")
@@ -78,7 +79,8 @@ def from_scratch(params: BaseParams, root: Path) -> tuple[dict, bool]:
     return report, writer
 
 
-def run(params: BaseParams, root: Path = Path(".")) -> dict:
+def run(params: BaseParams, faces: FacesParams, root: Path = Path(".")) -> dict:
+    """faces: the faces stage's settings, to measure whether the model's samples are faces."""
     report: dict = {}
     writer = True
     with timed(report):
@@ -87,6 +89,8 @@ def run(params: BaseParams, root: Path = Path(".")) -> dict:
         else:
             summary, writer = from_scratch(params, root)
             report.update(summary)
+        if writer:
+            report["quality"] = sample_faces(load_checkpoint(root / MODEL).g_ema, faces)
     if writer:
         write_report("base", report, root)
     return report

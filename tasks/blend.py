@@ -60,17 +60,10 @@ def run(params: BlendParams, root: Path = Path(".")) -> dict:
     return {"stage": "blend", **report}
 
 
-def render_seeds(generator, seeds: list[int], truncation: float) -> list:
-    """RGB uint8 images of seeds, with the model's fixed noise: columns differ only by the model."""
-    from styleforge.model.generate import render, to_uint8
-    from styleforge.model.sefa import seed_latents
-
-    return list(to_uint8(render(generator, seed_latents(generator, seeds, truncation))))
-
-
 def write_sweep(base, finetuned, params: BlendParams, path: Path) -> list[str]:
     """Rows: params.sweep_seeds; columns: base, each cut below the model's size, fine-tuned."""
     from styleforge.model.blend import blend_generators
+    from styleforge.model.generate import render_seeds
 
     size, seeds, psi = base.config.size, params.sweep_seeds, params.truncation
     columns = {"base": render_seeds(base, seeds, psi)}

@@ -14,7 +14,7 @@ import copy
 import shutil
 from pathlib import Path
 
-from styleforge.core.config import EvaluateParams, FinetuneParams
+from styleforge.core.config import EvaluateParams, FacesParams, FinetuneParams
 from styleforge.core.fetch import file_sha256
 from styleforge.core.io import atomic_write
 from styleforge.core.reports import timed, write_report
@@ -22,6 +22,7 @@ from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, load_checkpo
 from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
 from styleforge.model.train import Networks, Outputs, Snapshot, Trainer, TrainingSettings
 from styleforge.tasks.evaluate import fid_meter
+from styleforge.tasks.quality import moved_toward_look, target_signature
 from styleforge.tasks.training import LiveLog, RunFolders, run_key
 
 BASE_MODEL = Path("data/base/model.pt")
@@ -39,8 +40,9 @@ def load_base(path: Path):
         raise CheckpointError(f"base model: {exc} (the base stage writes it: `dvc repro base`)") from None
 
 
-def run(params: FinetuneParams, evaluate: EvaluateParams, root: Path = Path(".")) -> dict:
-    """evaluate: the Inception settings, to measure each snapshot's FID (pick: best)."""
+def run(params: FinetuneParams, evaluate: EvaluateParams, faces: FacesParams, root: Path = Path(".")) -> dict:
+    """evaluate: the Inception settings, to measure each snapshot's FID (pick: best); faces: the
+    faces stage's settings, to check the fine-tuned samples are still faces."""
     report: dict = {}
     with timed(report):
         base_path = root / BASE_MODEL
@@ -55,11 +57,12 @@ def run(params: FinetuneParams, evaluate: EvaluateParams, root: Path = Path(".")
         dataset_dir = root / params.dataset
         folders = RunFolders(root / CHECKPOINTS, run_key(params, file_sha256(base_path), dataset_dir), params.keep_runs)
         meter, unmeasured = fid_meter(evaluate, dataset_dir, root) if params.pick == "best" else (None, "pick: last")
+        reference = copy.deepcopy(base.g_ema)  # the base as loaded: the trainer moves base.g_ema itself
         live = LiveLog(root / LIVE_DIR, resume=(folders.current / "latest.pt").exists())
         trainer = Trainer(
             Networks(config, base.g, base.d, base.g_ema), TrainingSettings.of(params), dataset_dir,
             Outputs(folders.current, root / SAMPLES, root / COMPARISON),
-            frozen_g=frozen_g, frozen_d=frozen_d, reference_g=copy.deepcopy(base.g_ema),
+            frozen_g=frozen_g, frozen_d=frozen_d, reference_g=reference,
             hooks=live.hooks(saved=folders.saved, snapshot_metrics=meter, best_metric="fid"),
         )
         report.update(trainer.run())
@@ -72,6 +75,8 @@ def run(params: FinetuneParams, evaluate: EvaluateParams, root: Path = Path(".")
             # the delivered model: that snapshot's networks and step (no optimiser state)
             atomic_write(root / MODEL, lambda tmp: shutil.copyfile(chosen.checkpoint, tmp))
             report["picked"] = {**chosen.to_json(), "why": why}
+            report["look"] = moved_toward_look(reference, load_checkpoint(root / MODEL).g_ema,
+                                               target_signature(dataset_dir, config.size), faces)
     if trainer.ranks.rank == 0:
         write_report("finetune", report, root)
     return report

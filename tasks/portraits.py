@@ -13,14 +13,15 @@ against the base model: that noise has soaked up photo detail that would fight t
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from styleforge.tasks.faces import BadImage, find_faces, load_image
 from tqdm import tqdm
 
 from styleforge.core.config import FacesParams, LpipsParams, PortraitsParams
@@ -29,6 +30,8 @@ from styleforge.core.fetch import Unavailable, fetch
 from styleforge.core.grid import save_sheet, tile_for
 from styleforge.core.io import atomic_write
 from styleforge.core.reports import timed, write_report
+from styleforge.tasks.faces import BadImage, find_faces, load_image
+from styleforge.tasks.quality import has_face, look_distance, look_signature, target_signature
 
 BASE_MODEL = Path("data/base/model.pt")
 BLEND_MODEL = Path("data/blend/model.pt")
@@ -54,6 +57,7 @@ def run(params: PortraitsParams, faces: FacesParams, root: Path = Path(".")) -> 
         photos, params, faces,
         base_model=root / BASE_MODEL, blend_model=root / BLEND_MODEL,
         out_dir=root / PORTRAITS_DIR, sheet_path=root / SHEET, lpips_cache=root / params.lpips.cache_dir,
+        look=root / params.look,
     )
     write_report("portraits", report, root)
     return {"stage": "portraits", **report}
@@ -69,8 +73,12 @@ def make_portraits(
     out_dir: Path,
     sheet_path: Path,
     lpips_cache: Path,
+    look: Path | None = None,
 ) -> dict:
-    """Project and render every photo into out_dir, the contact sheet to sheet_path; the report."""
+    """Project and render every photo into out_dir, the contact sheet to sheet_path; the report.
+
+    look: a folder of the target look's images; each portrait is then measured (is it still a
+    face, and is it closer to the look than its reconstruction)."""
     from styleforge.model.checkpoint import (
         load_generator,  # the model code is heavy; import it only to run
     )
@@ -90,6 +98,7 @@ def make_portraits(
         distance, report["distance"] = perceptual_distance(*lpips_weights(params.lpips, lpips_cache))
         distance.to(device)
         largest = faces.model_copy(update={"multi_face": "largest"})
+        target = target_signature(look, base.config.size) if look is not None else None
 
         results, tiles = [], []
         for photo, name in zip(tqdm(photos, desc="portraits", unit="photo"), _unique_names(photos)):
@@ -100,6 +109,8 @@ def make_portraits(
                 results.append({"photo": str(photo), "status": "skipped", "reason": skip.reason})
                 continue
             images, result = _portrait(face, base, blended, distance, params, out_dir / name, photo)
+            if target is not None:
+                result["quality"] = portrait_quality(*images, target, faces, base.config.size)
             tiles += images
             results.append({"photo": str(photo), "name": name, "status": "ok", **result,
                             "seconds": round(time.perf_counter() - start, 2)})
@@ -147,13 +158,30 @@ def _portrait(face, base, blended, distance, params: PortraitsParams, folder: Pa
     return images, {"distance": value, "start_distance": round(projection.history[0], 5)}
 
 
+def portrait_quality(_input, reconstruction, portrait, target, faces: FacesParams, size: int) -> dict:
+    """Is the portrait still a face, and did the blend move it toward the look (closer to the
+    target than the base model's reconstruction of the same photo)?"""
+    to_portrait = look_distance(look_signature([portrait], size), target)
+    to_reconstruction = look_distance(look_signature([reconstruction], size), target)
+    return {"face": has_face(portrait, faces), "portrait_to_target": round(to_portrait, 4),
+            "reconstruction_to_target": round(to_reconstruction, 4), "closer": to_portrait < to_reconstruction}
+
+
 def _unique_names(photos: list[Path]) -> list[str]:
-    """Output folder names: the file stem, with -2, -3 ... where stems repeat (a.jpg, a.png)."""
-    seen: Counter = Counter()
+    """Output folder names: the file stem made safe (ASCII letters, digits, - and _; no dots, so
+    no `..` or hidden folders, no slashes), then -2, -3 ... until unique, case-insensitively (a
+    file system may fold case), so no two photos share a folder whatever their names."""
+    taken: set[str] = set()
     names = []
     for photo in photos:
-        seen[photo.stem] += 1
-        names.append(photo.stem if seen[photo.stem] == 1 else f"{photo.stem}-{seen[photo.stem]}")
+        ascii_stem = unicodedata.normalize("NFKD", Path(photo.name).stem).encode("ascii", "ignore").decode()
+        base = re.sub(r"[^A-Za-z0-9_-]+", "-", ascii_stem).strip("-_") or "photo"
+        name, copy = base, 1
+        while name.lower() in taken:
+            copy += 1
+            name = f"{base}-{copy}"
+        taken.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -171,5 +199,13 @@ def _summary(results: list[dict]) -> dict:
         "skip_reasons": dict(Counter(r["reason"] for r in results if r["status"] != "ok")),
         "mean_distance": round(float(np.mean([r["distance"] for r in done])), 5) if done else None,
         "seconds_per_photo": round(float(np.mean([r["seconds"] for r in done])), 2) if done else None,
+        **_quality_summary([r["quality"] for r in done if "quality" in r]),
     }
+
+
+def _quality_summary(measured: list[dict]) -> dict:
+    if not measured:
+        return {}
+    return {"quality": {"faces": sum(q["face"] for q in measured), "closer_to_look": sum(q["closer"] for q in measured),
+                        "of": len(measured)}}
 

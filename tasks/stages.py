@@ -16,8 +16,9 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "scrape": ("styleforge.tasks.scrape", ("scrape",)),
     "faces": ("styleforge.tasks.faces", ("faces",)),
     "augment": ("styleforge.tasks.augment", ("augment",)),
-    "base": ("styleforge.tasks.base", ("base",)),
-    "finetune": ("styleforge.tasks.finetune", ("finetune", "evaluate")),  # evaluate: FID of snapshots
+    "base": ("styleforge.tasks.base", ("base", "faces")),  # faces: are its samples faces
+    # evaluate: the FID of snapshots; faces: are the fine-tuned samples still faces
+    "finetune": ("styleforge.tasks.finetune", ("finetune", "evaluate", "faces")),
     "blend": ("styleforge.tasks.blend", ("blend",)),
     # photos go through the dataset's own face detection and alignment
     "portraits": ("styleforge.tasks.portraits", ("portraits", "faces")),

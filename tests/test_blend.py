@@ -5,19 +5,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from styleforge.core.config import BlendParams
+from styleforge.core.grid import tile_for
 from styleforge.model.blend import blend_generators, fine_fraction
 from styleforge.model.checkpoint import load_generator, save_checkpoint
+from styleforge.model.generate import render_seeds
 from styleforge.model.networks import generator_param_resolution
 from styleforge.tasks.blend import (
     BLEND_MODEL,
     SEFA_FILE,
     SWEEP_SHEET,
-    render_seeds,
     run,
 )
-
-from styleforge.core.config import BlendParams
-from styleforge.core.grid import tile_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

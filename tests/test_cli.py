@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from styleforge.app.cli import app
 from styleforge.model.checkpoint import save_checkpoint
+from styleforge.model.generate import seed_latents
 from styleforge.model.project import LatentFileError, load_projected
-from styleforge.model.sefa import seed_latents
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 README = Path(__file__).resolve().parents[1] / "README.md"

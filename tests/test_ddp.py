@@ -18,7 +18,7 @@ RANK_SCRIPT = textwrap.dedent("""
     import json, sys, torch
     from pathlib import Path
     from styleforge.model.train import Trainer
-    from styleforge.core.config import EvaluateParams, FinetuneParams
+    from styleforge.core.config import EvaluateParams, FacesParams, FinetuneParams
     from styleforge.tasks import finetune
 
     root = Path(sys.argv[1])
@@ -31,7 +31,7 @@ RANK_SCRIPT = textwrap.dedent("""
         return report
 
     Trainer.run = run_and_dump
-    finetune.run(FinetuneParams(**json.loads(sys.argv[2])), EvaluateParams(), root)
+    finetune.run(FinetuneParams(**json.loads(sys.argv[2])), EvaluateParams(), FacesParams(), root)
 """)
 
 

@@ -26,7 +26,7 @@ from styleforge.model.train import NonFiniteLossError, Trainer
 from styleforge.tasks import base as base_stage
 from styleforge.tasks import finetune as finetune_stage
 
-from styleforge.core.config import BaseParams, EvaluateParams, FinetuneParams
+from styleforge.core.config import BaseParams, EvaluateParams, FacesParams, FinetuneParams
 
 TINY = ModelConfig(size=16, style_dim=32, n_mlp=2, channel_max=32)
 BATCH = 4
@@ -82,7 +82,7 @@ def latest_checkpoint(root: Path) -> Path:
 def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(project, caplog):
     base = load_checkpoint(project / finetune_stage.BASE_MODEL)
     with caplog.at_level("INFO"):
-        report = finetune_stage.run(finetune_params(), EvaluateParams(), project)
+        report = finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), project)
 
     assert report["steps"] == 6 and report["frozen_d_blocks"] == ["convs.0", "convs.1"]
     assert report["frozen_g_blocks"] == ["conv1", "input", "style.1", "style.2", "to_rgb1"]
@@ -122,7 +122,7 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path
         make_dataset(root / "data/train")
     # checkpoint at 3: mid-way through an ADA interval and between lazy-regularisation steps
     params = finetune_params(steps=6, checkpoint_every=3)
-    finetune_stage.run(params, EvaluateParams(), full)
+    finetune_stage.run(params, EvaluateParams(), FacesParams(), full)
 
     real_step = Trainer.train_step
 
@@ -133,10 +133,10 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path
 
     monkeypatch.setattr(Trainer, "train_step", killed_after_six)
     with pytest.raises(KeyboardInterrupt):
-        finetune_stage.run(params, EvaluateParams(), cut)
+        finetune_stage.run(params, EvaluateParams(), FacesParams(), cut)
     assert torch.load(latest_checkpoint(cut), weights_only=True)["step"] == 3
     monkeypatch.undo()
-    report = finetune_stage.run(params, EvaluateParams(), cut)
+    report = finetune_stage.run(params, EvaluateParams(), FacesParams(), cut)
     assert report["resumed_from_step"] == 3 and report["steps"] == 6
 
     a = torch.load(full / finetune_stage.MODEL, weights_only=True)
@@ -164,7 +164,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 
     monkeypatch.setattr(losses, "generator_loss", nan_from_the_fourth_step)
     with pytest.raises(NonFiniteLossError, match=r"step 3: non-finite loss_g=nan.*Last good checkpoint: .*\(step 2\)"):
-        finetune_stage.run(finetune_params(steps=6, checkpoint_every=2), EvaluateParams(), project)
+        finetune_stage.run(finetune_params(steps=6, checkpoint_every=2), EvaluateParams(), FacesParams(), project)
     kept = load_checkpoint(latest_checkpoint(project))
     assert kept.step == 2 and all(torch.isfinite(p).all() for p in kept.g.parameters())
     assert not (project / finetune_stage.MODEL).exists()
@@ -173,16 +173,16 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 def test_missing_or_corrupt_base_checkpoint_is_a_clear_error(tmp_path):
     make_dataset(tmp_path / "data/train")
     with pytest.raises(CheckpointError, match=r"base model: .*no such checkpoint.*dvc repro base"):
-        finetune_stage.run(finetune_params(), EvaluateParams(), tmp_path)
+        finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), tmp_path)
     (tmp_path / finetune_stage.BASE_MODEL).parent.mkdir(parents=True)
     (tmp_path / finetune_stage.BASE_MODEL).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"base model: .*cannot be read"):
-        finetune_stage.run(finetune_params(), EvaluateParams(), tmp_path)
+        finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), tmp_path)
 
 
 def test_freeze_beyond_the_network_is_refused(project):
     with pytest.raises(ValueError, match=r"freeze_d must be 0..2 for a 16x16"):
-        finetune_stage.run(finetune_params(freeze_d=3), EvaluateParams(), project)
+        finetune_stage.run(finetune_params(freeze_d=3), EvaluateParams(), FacesParams(), project)
 
 
 def rosinality_file(path: Path) -> dict:
@@ -197,7 +197,7 @@ def rosinality_file(path: Path) -> dict:
 
 def test_base_from_a_rosinality_file_and_from_a_url(tmp_path):
     raw = rosinality_file(tmp_path / "550000.pt")
-    report = base_stage.run(BaseParams(checkpoint="550000.pt"), tmp_path)
+    report = base_stage.run(BaseParams(checkpoint="550000.pt"), FacesParams(), tmp_path)
     converted = load_checkpoint(tmp_path / base_stage.MODEL)
     assert report["step"] == 550000 and converted.config == TINY
     for name, tensor in raw["g_ema"].items():
@@ -212,11 +212,11 @@ def test_base_from_a_rosinality_file_and_from_a_url(tmp_path):
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/550000.pt"
         params = BaseParams(checkpoint=url, sha256=sha)
-        assert base_stage.run(params, tmp_path)["sha256"] == sha
+        assert base_stage.run(params, FacesParams(), tmp_path)["sha256"] == sha
         (tmp_path / "550000.pt").unlink()  # a second run uses the cached download
-        assert base_stage.run(params, tmp_path)["sha256"] == sha
+        assert base_stage.run(params, FacesParams(), tmp_path)["sha256"] == sha
         with pytest.raises(CheckpointError, match="base.checkpoint: .*sha256 is"):
-            base_stage.run(BaseParams(checkpoint=url, sha256="0" * 64), tmp_path)
+            base_stage.run(BaseParams(checkpoint=url, sha256="0" * 64), FacesParams(), tmp_path)
     finally:
         server.shutdown()
 
@@ -230,8 +230,8 @@ def test_base_from_scratch_on_a_folder_of_mixed_photos_resumes_when_kimg_grows(t
         Image.fromarray(pixels).convert(mode).save(faces / f"{i}.png")
     model = dict(size=16, style_dim=16, n_mlp=1, channel_multiplier=1, channel_max=16)
     common = dict(batch=BATCH, workers=0, checkpoint_every=2, sample_every=4, log_every=2, samples=4, model=model)
-    first = base_stage.run(BaseParams(kimg=2 * BATCH / 1000, **common), tmp_path)
-    second = base_stage.run(BaseParams(kimg=4 * BATCH / 1000, **common), tmp_path)
+    first = base_stage.run(BaseParams(kimg=2 * BATCH / 1000, **common), FacesParams(), tmp_path)
+    second = base_stage.run(BaseParams(kimg=4 * BATCH / 1000, **common), FacesParams(), tmp_path)
     assert first["steps"] == 2 and second["resumed_from_step"] == 2 and second["steps"] == 4
     assert load_checkpoint(tmp_path / base_stage.MODEL).config == ModelConfig(**model)
     assert (tmp_path / base_stage.SAMPLES).exists()

@@ -140,6 +140,9 @@ def test_portraits_stage_skips_bad_photos_and_renders_the_rest(generator, tmp_pa
     Image.fromarray(data.astronaut()).save(photos / "astronaut.png")
     Image.fromarray(data.coffee()).save(photos / "coffee.png")  # no face
     (photos / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))  # a JPEG header, then nothing
+    look = tmp_path / "data/train"
+    look.mkdir(parents=True)
+    Image.fromarray(data.chelsea()).save(look / "target.png")  # any image: a one-picture target look
     params = PortraitsParams(projection=ProjectionParams(steps=30, n_mean_latent=500))
 
     with pytest.warns(UserWarning, match="fallback"):
@@ -150,6 +153,8 @@ def test_portraits_stage_skips_bad_photos_and_renders_the_rest(generator, tmp_pa
     assert by_photo["corrupt.jpg"]["reason"].startswith("bad_image:")
     assert report["distance"] == "pixel_multiscale"
     assert by_photo["astronaut.png"]["distance"] < by_photo["astronaut.png"]["start_distance"]
+    assert set(by_photo["astronaut.png"]["quality"]) == {"face", "portrait_to_target", "reconstruction_to_target",
+                                                        "closer"}
 
     out = tmp_path / "data/portraits/astronaut"
     assert {p.name for p in out.iterdir()} == {"input.png", "reconstruction.png", "portrait.png", "latent.npz"}

@@ -2,8 +2,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
+
+from styleforge.app.cli import app
+from styleforge.core.grid import tile_for
 from styleforge.model.checkpoint import save_checkpoint
-from styleforge.model.generate import generate, render, to_uint8
+from styleforge.model.generate import generate, render, seed_latents, to_uint8
 from styleforge.model.sefa import (
     Directions,
     edit,
@@ -11,13 +15,8 @@ from styleforge.model.sefa import (
     factorize,
     mix,
     mix_grid,
-    seed_latents,
     styled_conv_names,
 )
-from typer.testing import CliRunner
-
-from styleforge.app.cli import app
-from styleforge.core.grid import tile_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

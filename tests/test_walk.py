@@ -15,9 +15,8 @@ from typer.testing import CliRunner
 from styleforge.app.cli import app
 from styleforge.model.blend import blend_generators
 from styleforge.model.checkpoint import save_checkpoint
-from styleforge.model.generate import render, to_uint8
+from styleforge.model.generate import render, seed_latents, to_uint8
 from styleforge.model.networks import ModelConfig
-from styleforge.model.sefa import seed_latents
 from styleforge.model.walk import Keyframes, morph_cuts, path, seed_keyframes, slerp, walk_frames
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -108,6 +108,18 @@ def demo(root: Path = typer.Option(Path("."), help="project root")) -> None:
     run_demo(root)
 
 
+@app.command(epilog=_examples("styleforge report", "styleforge report --root ../night --out out/night.html"))
+def report(
+    root: Path = typer.Option(Path("."), help="project root: the run's reports/, data/ and dvclive/"),
+    out: Path | None = typer.Option(None, help="the run's page [default: ROOT/reports/index.html]"),
+) -> None:
+    """One page for the run (what the pipeline writes at its end) and ROOT/reports/history.html."""
+    from styleforge.flows.gallery import write_pages
+
+    page, history = write_pages(root, out)
+    typer.echo(f"{page}\n{history}")
+
+
 def _nightly_params(root: Path):
     from styleforge.core.config import ParamsError, load_params
 
@@ -217,7 +229,7 @@ def _latents(generator, seeds: str, option: str, latent_files: list[Path], trunc
     be left out where latent files are given."""
     import torch
 
-    from styleforge.model.sefa import seed_latents
+    from styleforge.model.generate import seed_latents
 
     seed_list = _seed_list(seeds, option, required=not latent_files)
     parts = [seed_latents(generator, seed_list, truncation)] if seed_list else []
@@ -248,6 +260,7 @@ def portraits(
     report = make_portraits(
         photos, settings.portraits, settings.faces, base_model=base, blend_model=blend, out_dir=out,
         sheet_path=out / "portraits.png", lpips_cache=params.parent / settings.portraits.lpips.cache_dir,
+        look=look if (look := params.parent / settings.portraits.look).is_dir() else None,
     )
     atomic_write_json(out / "portraits.json", {"stage": "portraits", **report})
     typer.echo(f"{report['portraits']} of {report['photos']} photos rendered into {out}")

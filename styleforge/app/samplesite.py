@@ -8,8 +8,14 @@ real scrape meets: RGBA, CMYK, palette PNG, GIF, 16-bit PNG, grayscale, EXIF-rot
     /index.html          static gallery: src, srcset (w and x), lazy data-* attributes, <picture>,
                          relative, root-relative and absolute URLs; `.gallery` holds the main set
     /scroll.html         builds itself with JavaScript from /api/scroll?batch=N as the reader scrolls
+    /game/index.html     the target look: the same faces cel-shaded like a game's player cards
+    /game/scroll.html    more of them, fed by /api/scroll?feed=game&batch=N
+    /models/...          the demo's base face model (package data), as a model hub would serve it
     /empty.html          a page with no images
     /private/...         disallowed by robots.txt
+
+The real photos are what the demo's base model was trained on (recipes/base-faces/); the game
+look is what the demo fine-tunes it toward, so its portraits show a style transfer.
 """
 
 from __future__ import annotations
@@ -47,6 +53,18 @@ JPEG_QUALITY = 90
 EXIF_ORIENTATION = 0x0112
 ROTATE_90_CLOCKWISE_TO_VIEW = 6  # the EXIF orientation value: pixels are stored a quarter-turn left
 
+# The game look: every public face cel-shaded; the static page shows the first half, the scroll
+# feed the rest. Shading: a smoothed, contrast-stretched luminance posterised into GAME_LEVELS
+# flat tones of a violet-to-cream ramp, with dark outlines; the levels and blur are the coarsest
+# at which the faces stage still finds 9 in 10 of the faces (measured on these 97).
+GAME_FACES = [index for index in range(FACE_COUNT) if index not in PRIVATE_FACES]
+GAME_STATIC = GAME_FACES[: len(GAME_FACES) // 2]
+GAME_SCROLL = GAME_FACES[len(GAME_FACES) // 2 :]
+GAME_RAMP = ((46, 30, 84), (150, 70, 110), (232, 140, 100), (255, 214, 170))  # shadow .. highlight, RGB
+GAME_LEVELS = 6
+GAME_BLUR_SIGMA = 2.5
+GAME_OUTLINE = (25, 15, 35)
+
 # The scroll feed: faces 30-89, twelve a batch, with a texture, a near duplicate (a smaller Grace
 # Hopper) and an exact duplicate (the astronaut under a cache-busting query) mixed in.
 SCROLL_FACES = range(30, 90)
@@ -67,6 +85,28 @@ def write_images(root: Path) -> None:
             _write_face_sizes(face, index, public)
     _write_awkward_formats(faces, public)
     _write_photos(public)
+    game = root / "game" / "img"
+    game.mkdir(parents=True, exist_ok=True)
+    for index in GAME_FACES:
+        Image.fromarray(cel_shade(np.asarray(faces[index]))).save(game / f"face-{index:03d}.png")
+
+
+def cel_shade(rgb: np.ndarray) -> np.ndarray:
+    """A photo as flat-shaded game art: few tones of a fixed ramp, dark outlines (RGB uint8)."""
+    import cv2
+
+    gray = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), GAME_BLUR_SIGMA)
+    low, high = np.percentile(gray, (1, 99))
+    tone = np.clip((gray - low) / max(high - low, 1.0), 0, 0.999)
+    keys = np.asarray(GAME_RAMP, np.float32)
+    position = np.linspace(0, len(keys) - 1, GAME_LEVELS)
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, len(keys) - 1)
+    ramp = (keys[below] * (1 - (position - below))[:, None] + keys[above] * (position - below)[:, None]).astype(np.uint8)
+    shaded = ramp[(tone * GAME_LEVELS).astype(int)]
+    edges = cv2.dilate(cv2.Canny(np.uint8(tone * 255), 100, 250), np.ones((3, 3), np.uint8))
+    shaded[edges > 0] = GAME_OUTLINE
+    return shaded
 
 
 def _face(patch: np.ndarray, index: int) -> Image.Image:
@@ -153,6 +193,12 @@ def _save(image: Image.Image, path: Path) -> None:
     image.save(path, quality=JPEG_QUALITY)
 
 
+def game_batches() -> list[list[dict]]:
+    """The game feed behind /api/scroll?feed=game."""
+    faces = [{"src": f"/game/img/face-{index:03d}.png", "alt": f"player {index}"} for index in GAME_SCROLL]
+    return [faces[start : start + FEED_BATCH] for start in range(0, len(faces), FEED_BATCH)]
+
+
 def scroll_batches() -> list[list[dict]]:
     """The feed behind /api/scroll: every fourth face also offers a srcset, as feeds often do."""
     faces = list(SCROLL_FACES)
@@ -177,22 +223,24 @@ def _feed_item(index: int) -> dict:
 class SampleSiteHandler(SimpleHTTPRequestHandler):
     """Static files from the built site, plus the JSON feed behind the infinite-scroll page."""
 
-    batches = scroll_batches()
+    feeds = {"photos": scroll_batches(), "game": game_batches()}
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/api/scroll":
-            self._send_batch(parse_qs(url.query).get("batch", ["0"])[0])
+            query = parse_qs(url.query)
+            self._send_batch(query.get("feed", ["photos"])[0], query.get("batch", ["0"])[0])
         else:
             super().do_GET()
 
-    def _send_batch(self, batch: str) -> None:
-        if not batch.isdigit() or int(batch) >= len(self.batches):
-            self.send_error(HTTPStatus.NOT_FOUND, "no such batch")
+    def _send_batch(self, feed: str, batch: str) -> None:
+        batches = self.feeds.get(feed)
+        if batches is None or not batch.isdigit() or int(batch) >= len(batches):
+            self.send_error(HTTPStatus.NOT_FOUND, "no such feed or batch")
             return
         number = int(batch)
-        following = number + 1 if number + 1 < len(self.batches) else None
-        self.send_bytes(json.dumps({"images": self.batches[number], "next": following}).encode(), "application/json")
+        following = number + 1 if number + 1 < len(batches) else None
+        self.send_bytes(json.dumps({"images": batches[number], "next": following}).encode(), "application/json")
 
     def send_bytes(self, body: bytes, content_type: str, status: int = HTTPStatus.OK) -> None:
         self.send_response(status)
@@ -220,12 +268,13 @@ class QuietThreadingHTTPServer(ThreadingHTTPServer):
 
 def build_site(root: Path, origin: str) -> Path:
     """Write pages and images under root. Pages are templates: $origin becomes this server's
-    http://host:port, so the gallery can hold absolute URLs."""
+    http://host:port, so the gallery can hold absolute URLs; $game_gallery the game page's cards."""
+    cards = "\n    ".join(f'<img src="img/face-{index:03d}.png" alt="player {index}">' for index in GAME_STATIC)
     for page in (path for path in PAGES_DIR.rglob("*") if path.is_file()):
         target = root / page.relative_to(PAGES_DIR)
         target.parent.mkdir(parents=True, exist_ok=True)
         if page.suffix == ".html":
-            target.write_text(Template(page.read_text()).substitute(origin=origin))
+            target.write_text(Template(page.read_text()).substitute(origin=origin, game_gallery=cards))
         else:
             shutil.copyfile(page, target)
     write_images(root)

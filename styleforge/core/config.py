@@ -348,6 +348,7 @@ class PortraitsParams(Section):
     included) -> projection into the base model -> rendered by the blended model."""
 
     photos: str = Field("photos", description="folder of photos, from the project root")
+    look: str = Field("data/train", description="the target look's images: each portrait is measured against them")
     projection: ProjectionParams = ProjectionParams()
     lpips: LpipsParams = LpipsParams()
     seed: int = 0

@@ -1,6 +1,7 @@
 // Infinite scroll: the feed fetches its next batch from /api/scroll when the reader nears the
 // bottom of the page, until the server answers that there is no next batch.
 const feed = document.getElementById("feed");
+const feedName = document.body.dataset.feed || "photos";
 const statusLine = document.getElementById("status");
 let nextBatch = 0;
 let loading = false;
@@ -22,7 +23,7 @@ async function loadNext() {
   if (loading || nextBatch === null) return;
   loading = true;
   try {
-    const response = await fetch(`/api/scroll?batch=${nextBatch}`);
+    const response = await fetch(`/api/scroll?feed=${feedName}&batch=${nextBatch}`);
     const batch = await response.json();
     feed.append(...batch.images.map(card));
     nextBatch = batch.next;
