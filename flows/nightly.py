@@ -20,14 +20,15 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from styleforge.flows.dataset import repro_stage
-from styleforge.flows.pipeline import pipeline_order, repro
+from styleforge.flows.pipeline import pipeline_order
+from styleforge.flows.repro import repro_task
 from styleforge.flows.release import Outcome, read_metrics, release
 
 from styleforge.core.config import NightlyParams, load_params
 from styleforge.core.errors import UserError
 from styleforge.core.reports import report_path, write_report
 
+DEPLOYMENT_NAME = "nightly"  # read back as "nightly/nightly": flow name / deployment name
 LOCK_DIR = Path(".dvc/tmp")  # DVC's own scratch folder: git-ignored, never cached
 
 
@@ -93,13 +94,16 @@ def nightly_flow(root: str = ".") -> dict:
     params = load_params(root_path / "params.yaml").nightly
     logger = get_run_logger()
     started = datetime.now(ZoneInfo(params.timezone))
+    # The whole night is bounded: a stage still running at the deadline is ended with everything
+    # it started, the lock is released, and the next night resumes from the stages' checkpoints.
+    deadline = time.time() + params.deadline_h * 3600
     with workspace_lock(root_path, params.lock_timeout_s):
         stages = pipeline_order(root_path)
         if "evaluate" not in stages or "scrape" not in stages:
             raise RuntimeError(f"dvc.yaml needs scrape and evaluate stages for the nightly; it has {stages}")
         images_before = training_images(root_path)
-        ran = {"scrape": repro_stage("scrape", str(root_path), force=True)}
-        ran |= {stage: repro(stage, str(root_path)) for stage in stages if stage != "scrape"}
+        ran = {"scrape": repro_task("scrape", str(root_path), force=True, deadline=deadline)}
+        ran |= {stage: repro_task(stage, str(root_path), deadline=deadline) for stage in stages if stage != "scrape"}
         outcome = release_task(str(root_path), params, started.date())
     summary = {
         "started": started.isoformat(),
@@ -144,3 +148,24 @@ def render_markdown(summary: dict, root: Path) -> str:
 
 def _cell(value) -> str:
     return "—" if value is None else f"{value:.4g}"
+
+
+def deployment(root: Path, nightly: NightlyParams):
+    """The nightly flow on nightly.cron in nightly.timezone, for root, one run at a time."""
+    from prefect.client.schemas.objects import (
+        ConcurrencyLimitConfig,
+        ConcurrencyLimitStrategy,
+    )
+    from prefect.flows import EntrypointType
+    from prefect.schedules import Cron
+
+    return nightly_flow.to_deployment(
+        name=DEPLOYMENT_NAME,
+        schedule=Cron(nightly.cron, timezone=nightly.timezone),
+        # a run due while the last one still works is cancelled rather than queued behind it:
+        # two nights' runs must not pile up, and the next night picks up whatever was missed
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        parameters={"root": str(Path(root).resolve())},
+        description=f"scrape, rebuild, gate and publish {Path(root).resolve()}",
+        entrypoint_type=EntrypointType.MODULE_PATH,  # importable wherever the runner starts
+    )

@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 
 import torch
-from styleforge.model.ops import backend, upfirdn2d
 from torch import nn
 from torch.nn import functional as F
+
+from styleforge.model.ops import backend, upfirdn2d
 
 # Orthogonal low-pass filter for the geometric resampling (sym6 wavelet, NVIDIA's choice).
 SYM6 = [

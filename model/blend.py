@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 
 import torch
+
 from styleforge.model.networks import Generator, generator_param_resolution
 
 

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from styleforge.model.networks import Discriminator, Generator, ModelConfig
 from torch import nn
 
 from styleforge.core.errors import UserError
 from styleforge.core.io import atomic_write
+from styleforge.model.networks import Discriminator, Generator, ModelConfig
 
 FORMAT = "styleforge-checkpoint/1"
 MEAN_LATENT_SAMPLES = 4096  # rosinality's generate.py default for its truncation centre

@@ -25,20 +25,20 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from styleforge.core.errors import UserError
 from styleforge.model.checkpoint import (
     NO_D_NOTE,
-    first_line,
     Checkpoint,
     CheckpointError,
     build_networks,
     config_from_widths,
+    first_line,
     load_state_strict,
     save_checkpoint,
 )
 from styleforge.model.layers import BLUR_KERNEL, make_kernel
 from styleforge.model.networks import Discriminator, Generator
-
-from styleforge.core.errors import UserError
 
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import re
 
-from styleforge.model.networks import ModelConfig, generator_param_resolution
 from torch import nn
+
+from styleforge.model.networks import ModelConfig, generator_param_resolution
 
 _D_CONV = re.compile(r"convs\.(\d+)\..+")
 

@@ -11,9 +11,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-from styleforge.model.ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 from torch import nn
 from torch.nn import functional as F
+
+from styleforge.model.ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 
 BLUR_KERNEL = (1, 3, 3, 1)
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 import torch
+from torch import nn
+
 from styleforge.model.layers import (
     ConstantInput,
     ConvLayer,
@@ -22,7 +24,6 @@ from styleforge.model.layers import (
     StyledConv,
     ToRGB,
 )
-from torch import nn
 
 
 @dataclass(frozen=True)

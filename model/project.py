@@ -21,13 +21,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from styleforge.model.networks import Generator
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from styleforge.core.errors import UserError
 from styleforge.core.io import atomic_write
+from styleforge.model.networks import Generator
 
 DISTANCE_RES = 256  # LPIPS was calibrated on 64-256 px patches; larger renders are averaged down
 

@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from styleforge.model.checkpoint import load_generator
-from styleforge.model.generate import seed_z
-from styleforge.model.inception import extract_features, load_detector
-from styleforge.model.metrics import fid, kid
 
 from styleforge.core.config import EvaluateParams
 from styleforge.core.fetch import Unavailable, fetch
 from styleforge.core.grid import save_sheet
 from styleforge.core.io import atomic_write, atomic_write_json
 from styleforge.core.reports import read_report, report_path, timed
+from styleforge.model.checkpoint import load_generator
+from styleforge.model.generate import seed_z
+from styleforge.model.inception import extract_features, load_detector
+from styleforge.model.metrics import fid, kid
 
 MODEL = Path("data/finetune/model.pt")
 TRAIN_DIR = Path("data/train")

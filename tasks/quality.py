@@ -101,3 +101,30 @@ def moved_toward_look(base, finetuned, target: np.ndarray, faces: FacesParams) -
             "closer": round(1 - after / before, 4) if before else None,
             "finetuned_face_rate": round(face_rate(tuned, faces), 4), "samples": len(tuned),
             "truncation": SAMPLE_TRUNCATION}
+
+
+# --- the figures beside their targets (the demo and bench/quality.py print this) --------------
+def figures(root) -> list[dict]:
+    """The three demo figures from the stages' reports, each with its target and whether it is met;
+    a figure whose stage has not run says so."""
+    from styleforge.core.reports import read_report, report_path
+
+    def read(stage: str) -> dict:
+        return read_report(stage, root) if report_path(stage, root).exists() else {}
+
+    base = read("base").get("quality", {})
+    look = read("finetune").get("look", {})
+    portraits = read("portraits").get("quality", {})
+    rows = [
+        ("base samples are faces", base.get("face_rate"), ">= 0.5", lambda v: v >= 0.5,
+         f"of {base.get('samples')} samples at psi {base.get('truncation')}, the faces stage's detector"),
+        ("fine-tune moved toward the look", look.get("closer"), ">= 0.5", lambda v: v >= 0.5,
+         f"look distance to the target: base {look.get('base_to_target')} -> fine-tuned "
+         f"{look.get('finetuned_to_target')}"),
+        ("portraits are faces", portraits.get("faces"), f"== {portraits.get('of')}",
+         lambda v: v == portraits.get("of"), "the detector finds a face in each portrait"),
+        ("portraits closer to the look than reconstructions", portraits.get("closer_to_look"),
+         f"== {portraits.get('of')}", lambda v: v == portraits.get("of"), "per photo, look distance to the target"),
+    ]
+    return [{"figure": name, "value": value, "target": target, "met": None if value is None else bool(check(value)),
+             "how": how} for name, value, target, check, how in rows]

@@ -8,6 +8,8 @@ lands here; a stage's dvc.yaml `params:` lists the same sections.
 from __future__ import annotations
 
 import importlib
+import logging
+import time
 from pathlib import Path
 
 from styleforge.core.config import load_params
@@ -23,7 +25,10 @@ STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     # photos go through the dataset's own face detection and alignment
     "portraits": ("styleforge.tasks.portraits", ("portraits", "faces")),
     "evaluate": ("styleforge.tasks.evaluate", ("evaluate",)),
+    # blend: the side the coarse layers come from, for the morphs
+    "walk": ("styleforge.tasks.walk", ("walk", "blend")),
 }
+log = logging.getLogger(__name__)
 DATASET_STAGES = ["scrape", "faces", "augment"]
 
 
@@ -38,4 +43,8 @@ def run_stage(name: str, root: Path = Path("."), params_file: str = "params.yaml
     module_name, sections = STAGES[name]
     params = load_params(root / params_file)
     module = importlib.import_module(module_name)
-    return module.run(*(getattr(params, section) for section in sections), root=root)
+    log.info("stage %s: started in %s", name, Path(root).resolve())
+    started = time.perf_counter()
+    report = module.run(*(getattr(params, section) for section in sections), root=root)
+    log.info("stage %s: done in %.1f s", name, time.perf_counter() - started)
+    return report

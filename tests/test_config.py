@@ -39,3 +39,44 @@ def test_bad_yaml_and_missing_file(tmp_path):
 def test_safe_preset_rejects_many_copies():
     with pytest.raises(ParamsError, match="safe preset"):
         parse_params({"augment": {"preset": "safe", "copies": 3}})
+
+
+def _missing_keys(raw, model, where: str) -> list[str]:
+    """Schema keys of model that the raw YAML mapping does not write, recursively (list items too)."""
+    from pydantic import BaseModel
+
+    missing = []
+    for name in type(model).model_fields:
+        key = f"{where}{name}"
+        if not isinstance(raw, dict) or name not in raw:
+            missing.append(key)
+            continue
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            missing += _missing_keys(raw[name], value, key + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for index, item in enumerate(value):
+                missing += _missing_keys(raw[name][index], item, f"{key}.{index}.")
+    return missing
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "recipes/base-faces/params.yaml"])
+def test_every_schema_key_is_written_in_the_params_file(params_file):
+    """DVC sees only what the file says: a value left to the schema's default changes unseen."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / params_file).read_text())
+    assert _missing_keys(raw, load_params(REPO / params_file), "") == []
+
+
+def test_every_parameter_says_what_it_is_and_the_file_round_trips():
+    import yaml
+
+    from styleforge.core.config import Params, params_yaml
+
+    text = params_yaml(Params())
+    assert parse_params(yaml.safe_load(text)) == Params()
+    keys = [line.split(":")[0].strip(" -") for line in text.splitlines() if ":" in line and not line.lstrip().startswith("#")]
+    explained = {line.split(":")[0].strip(" -") for previous, line in zip(text.splitlines(), text.splitlines()[1:])
+                 if previous.lstrip().startswith("#")}
+    assert explained and all(key in explained or key == "url" for key in keys), set(keys) - explained

@@ -235,23 +235,3 @@ def test_base_from_scratch_on_a_folder_of_mixed_photos_resumes_when_kimg_grows(t
     assert first["steps"] == 2 and second["resumed_from_step"] == 2 and second["steps"] == 4
     assert load_checkpoint(tmp_path / base_stage.MODEL).config == ModelConfig(**model)
     assert (tmp_path / base_stage.SAMPLES).exists()
-
-
-def _alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    return status.exists() and "\nState:\tZ" not in status.read_text()  # a zombie is dead, only unreaped
-
-
-def test_a_timed_out_flow_run_ends_its_whole_process_group(tmp_path):
-    from styleforge.flows.finetune import run_in_own_group
-
-    pidfile = tmp_path / "grandchild.pid"
-    script = f"sleep 60 & echo $! > {pidfile}; wait"
-    with pytest.raises(TimeoutError, match="process group was ended"):
-        run_in_own_group(["bash", "-c", script], tmp_path, timeout_s=1.5)
-    grandchild = int(pidfile.read_text())
-    for _ in range(50):
-        if not _alive(grandchild):
-            break
-        time.sleep(0.1)
-    assert not _alive(grandchild), "the stage's own children must die with the flow run"

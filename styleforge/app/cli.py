@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import typer
@@ -29,8 +30,23 @@ def _print_version(value: bool) -> None:
 @app.callback()
 def _main(
     _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug lines too (stages started by dvc inherit it)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="log warnings and errors only"),
 ) -> None:
-    pass
+    import os
+
+    from styleforge.core import logs
+
+    if verbose or quiet:
+        os.environ[logs.LEVEL_ENV] = "DEBUG" if verbose else "WARNING"
+    logs.setup()
+
+
+def _flows_in(root: Path):
+    """Run the command's flows against the project's Prefect server (styleforge/app/server.py)."""
+    from styleforge.app.server import project_server
+
+    return project_server(root)
 
 
 def _examples(*commands: str) -> str:
@@ -47,11 +63,30 @@ def stage(
     from styleforge.core.errors import UserError
     from styleforge.tasks.stages import UnknownStage, run_stage
 
+    from styleforge.core import logs
+
+    logs.setup(params.parent / logs.LOGS_DIR / f"{name}.log")  # a log file per stage, every run appended
     try:
         report = run_stage(name, root=params.parent, params_file=params.name)
     except (UserError, UnknownStage) as exc:
+        logging.getLogger("styleforge.stage").error("%s", exc)  # in the stage's log file too
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=2, default=str))
+
+
+@app.command(epilog=_examples("styleforge params", "styleforge params --defaults > params.yaml"))
+def params(
+    file: Path = typer.Option(Path("params.yaml"), "--params", help="params file to read"),
+    defaults: bool = typer.Option(False, "--defaults", help="the schema's defaults instead of the file's values"),
+) -> None:
+    """Every parameter with its effective value and meaning, as params.yaml (what DVC tracks)."""
+    from styleforge.core.config import Params, ParamsError, load_params, params_yaml
+
+    try:
+        values = Params() if defaults else load_params(file)
+    except ParamsError as exc:
+        _fail(str(exc))
+    typer.echo(params_yaml(values), nl=False)
 
 
 @app.command(epilog=_examples("styleforge dataset", "styleforge dataset --force"))
@@ -67,7 +102,8 @@ def dataset(
         load_params(root / "params.yaml")  # fail on bad params before Prefect or DVC start
     except ParamsError as exc:
         _fail(str(exc))
-    ran = dataset_flow(root=str(root), force=force)
+    with _flows_in(root):
+        ran = dataset_flow(root=str(root), force=force)
     if any(ran.values()):
         typer.echo("ran: " + ", ".join(stage for stage, did in ran.items() if did))
     else:
@@ -88,7 +124,8 @@ def finetune(
         load_params(root / "params.yaml")
     except ParamsError as exc:
         _fail(str(exc))
-    ran = finetune_flow(root=str(root), force=force, timeout_s=timeout)
+    with _flows_in(root):
+        ran = finetune_flow(root=str(root), force=force, timeout_s=timeout)
     typer.echo("finetune ran: data/finetune/model.pt" if ran else "finetune is up to date: no work done")
 
 
@@ -105,7 +142,8 @@ def demo(root: Path = typer.Option(Path("."), help="project root")) -> None:
     """The embedded default: serve the sample site, build the dataset, print the reports."""
     from styleforge.app.demo import run_demo
 
-    run_demo(root)
+    with _flows_in(root):
+        run_demo(root)
 
 
 @app.command(epilog=_examples("styleforge report", "styleforge report --root ../night --out out/night.html"))
@@ -136,7 +174,8 @@ def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC
     from styleforge.flows.nightly import WorkspaceBusy, nightly_flow
 
     try:
-        summary = nightly_flow(root=str(root))
+        with _flows_in(root):
+            summary = nightly_flow(root=str(root))
     except WorkspaceBusy as exc:
         _fail(str(exc))
     verb = "published" if summary["published"] else "kept"
@@ -160,14 +199,16 @@ def schedule(
     url = os.environ["PREFECT_API_URL"]
     if not prefect_server.is_up(url):
         _fail(f"no Prefect server at {url}: start one with `styleforge server` (schedules need a real server)")
+    from styleforge.flows.nightly import DEPLOYMENT_NAME, deployment
+
     try:
-        deployment = prefect_server.nightly_deployment(root, params)
+        nightly_run = deployment(root, params)
     except ValueError as exc:  # Prefect checks the cron fields
         _fail(f"nightly.cron: {exc}")
     from prefect import serve
 
-    typer.echo(f"serving nightly/{prefect_server.DEPLOYMENT_NAME}: '{params.cron}' in {params.timezone}, against {url}")
-    serve(deployment)
+    typer.echo(f"serving nightly/{DEPLOYMENT_NAME}: '{params.cron}' in {params.timezone}, against {url}")
+    serve(nightly_run)
 
 
 @app.command(epilog=_examples("styleforge server"))

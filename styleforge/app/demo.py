@@ -61,14 +61,30 @@ def run_demo(root: Path) -> None:
         console.print(f"sample site at {base_url}")
         ran = pipeline_flow(root=str(root))
     print_reports(root, list(ran))
+    print_figures(root)
     console.print(
         "\n[bold]Look at[/bold]\n"
-        f"  crops and rejects   {root / 'reports/faces.png'}, {root / 'reports/faces_rejects.png'}\n"
-        f"  fine-tune samples   {root / 'reports/finetune_vs_base.png'}\n"
-        f"  layer-swap sweep    {root / 'reports/blend_sweep.png'}\n"
-        f"  blended portraits   {root / 'reports/portraits.png'}\n"
+        f"  everything, offline  {root / 'reports/index.html'}\n"
+        f"  crops and rejects    {root / 'reports/faces.png'}, {root / 'reports/faces_rejects.png'}\n"
+        f"  base vs fine-tuned   {root / 'reports/finetune_vs_base.png'}\n"
+        f"  layer-swap sweep     {root / 'reports/blend_sweep.png'}\n"
+        f"  blended portraits    {root / 'reports/portraits.png'}\n"
+        f"  walk and morphs      {root / 'reports/videos'}\n"
         "[bold]Next[/bold]\n"
         "  styleforge server & styleforge schedule   # the nightly fine-tune on a schedule\n"
         "  dvc repro                                 # rerun what a params.yaml change made stale\n"
         "  dvc plots show                            # training curves and grids as HTML\n"
     )
+
+
+def print_figures(root: Path) -> None:
+    """The quality figures beside their targets (bench/quality.py prints the same)."""
+    from styleforge.tasks.quality import figures
+
+    table = Table(title="what the pictures show")
+    for column in ("figure", "value", "target", ""):
+        table.add_column(column)
+    for row in figures(root):
+        verdict = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "not measured"}[row["met"]]
+        table.add_row(row["figure"], str(row["value"]), row["target"], verdict)
+    console.print(table)

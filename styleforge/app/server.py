@@ -1,15 +1,19 @@
-"""A Prefect server on 127.0.0.1 for the project, and the nightly deployment served against it.
+"""The project's Prefect server on 127.0.0.1: one home (`.prefect/`, git-ignored, SQLite, analytics
+off) for every command that runs a flow, so `styleforge server` shows every run of the dataset,
+finetune, demo and nightly flows with their logs and artifacts.
 
-Schedules need a real server: the temporary one Prefect starts when PREFECT_API_URL is unset
-runs no scheduler. The server keeps its SQLite database in the project's PREFECT_HOME
-(`.prefect/`, git-ignored), with analytics off.
+When the project's server is up, flows report to it. When it is not, `project_server` starts a
+temporary one on the same database for the command's lifetime (under the supervisor, so it ends
+with the command even on SIGKILL), instead of Prefect's own temporary server, which keeps its
+database in the user's home and outlives a killed parent: the runs appear in the project's
+server afterwards. Schedules need the long-running `styleforge server`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,11 +21,10 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from styleforge.core.config import NightlyParams
+from styleforge.core import procs
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
-DEPLOYMENT_NAME = "nightly"  # read back as "nightly/nightly": flow name / deployment name
 STARTUP_TIMEOUT_S = 90.0  # a cold start with migrations took 17 s on 2 busy cores
 
 
@@ -64,11 +67,10 @@ def exec_server(home: Path, port: int) -> None:
 
 @contextlib.contextmanager
 def running_server(home: Path, port: int, log_path: Path | None = None) -> Iterator[str]:
-    """Start a server in its own process group, yield its API URL once healthy, stop it after."""
+    """Start a server under the supervisor, yield its API URL once healthy, stop it after."""
     home.mkdir(parents=True, exist_ok=True)
     log = open(log_path or home / "server.log", "ab")
-    proc = subprocess.Popen(server_command(port), env=server_env(home), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = procs.start(server_command(port), env=server_env(home), stdout=log, stderr=subprocess.STDOUT)
     url = api_url(port)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -78,32 +80,26 @@ def running_server(home: Path, port: int, log_path: Path | None = None) -> Itera
             time.sleep(0.5)
         yield url
     finally:
-        for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, None)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(wait_s)
+        procs.stop(proc)
         log.close()
 
 
-def nightly_deployment(root: Path, nightly: NightlyParams):
-    """The nightly flow on nightly.cron in nightly.timezone, for root, one run at a time."""
-    from prefect.client.schemas.objects import (
-        ConcurrencyLimitConfig,
-        ConcurrencyLimitStrategy,
-    )
-    from prefect.flows import EntrypointType
-    from prefect.schedules import Cron
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
 
-    from styleforge.flows.nightly import nightly_flow
 
-    return nightly_flow.to_deployment(
-        name=DEPLOYMENT_NAME,
-        schedule=Cron(nightly.cron, timezone=nightly.timezone),
-        # a run due while the last one still works is cancelled rather than queued behind it:
-        # two nights' runs must not pile up, and the next night picks up whatever was missed
-        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-        parameters={"root": str(Path(root).resolve())},
-        description=f"scrape, rebuild, gate and publish {Path(root).resolve()}",
-        entrypoint_type=EntrypointType.MODULE_PATH,  # importable wherever the runner starts
-    )
+@contextlib.contextmanager
+def project_server(root: Path) -> Iterator[str]:
+    """Point this process's flows at the project's Prefect server (PREFECT_API_URL, else port 4200),
+    starting a temporary one on the project's database when none is up; yields the API URL."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    home = project_home(root)
+    url = os.environ.get("PREFECT_API_URL") or api_url(DEFAULT_PORT)
+    with contextlib.ExitStack() as stack:
+        if not is_up(url):
+            url = stack.enter_context(running_server(home, free_port()))
+        stack.enter_context(temporary_settings({PREFECT_HOME: str(home), PREFECT_API_URL: url}))
+        yield url

@@ -6,6 +6,7 @@ Unknown keys and wrong types stop the run with the dotted key and what it expect
 from __future__ import annotations
 
 import ipaddress
+import textwrap
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
@@ -39,10 +40,14 @@ class Section(BaseModel):
 
 
 class Source(Section):
-    url: str
-    mode: Literal["static", "browser"] = "static"
+    """One page to collect images from."""
+
+    url: str = Field(description="page to collect images from (http or https)")
+    mode: Literal["static", "browser"] = Field(
+        "static", description="static: requests + BeautifulSoup; browser: headless Chromium (scripts, infinite scroll)"
+    )
     selector: str | None = Field(None, description="CSS selector that scopes where images are looked for")
-    max_images: int = Field(200, ge=1)
+    max_images: int = Field(200, ge=1, description="most images taken from this source")
     scroll_rounds: int = Field(20, ge=0, description="browser mode: most scrolls before giving up")
 
     @field_validator("url")
@@ -97,24 +102,29 @@ def _allow_private_entry(entry: str) -> str:
 
 
 class ScrapeParams(Section):
-    sources: list[Source] = Field(default_factory=list)
+    """scrape: the source pages' images into data/raw, politely (robots.txt, pacing, retries) and safely
+    (deadlines, size caps, no inside addresses but those trusted)."""
+
+    sources: list[Source] = Field(default_factory=list, description="the pages to collect images from")
     allow_private: list[Annotated[str, AfterValidator(_allow_private_entry)]] = Field(
         default_factory=list,
         description="inside addresses the scrape may fetch from (loopback, private, link-local and other "
         "non-public ones are refused otherwise): 'address:port' entries or CIDR networks",
     )
-    user_agent: str = "styleforge/0.1 (+https://github.com/styleforge/styleforge)"
-    concurrency: int = Field(4, ge=1, le=64)
+    user_agent: str = Field("styleforge/0.1 (+https://github.com/styleforge/styleforge)",
+                            description="the User-Agent sent, and the one robots.txt rules are read for")
+    concurrency: int = Field(4, ge=1, le=64, description="downloads in flight at once (each host is still paced)")
     per_host_rate: float = Field(2.0, gt=0, description="requests per second to one host")
-    timeout_s: float = Field(20.0, gt=0)
-    retries: int = Field(3, ge=0, le=10)
+    timeout_s: float = Field(20.0, gt=0, description="longest single wait: to connect, or for the next bytes")
+    retries: int = Field(3, ge=0, le=10, description="retries of a 429, 5xx or dropped connection")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each try")
     max_retry_after_s: float = Field(60.0, ge=0, description="longest Retry-After honoured")
-    max_bytes: int = Field(20_000_000, ge=1024)
+    max_bytes: int = Field(20_000_000, ge=1024, description="largest image file accepted, checked while streaming")
     max_pixels: int = Field(40_000_000, ge=1, description="decoded size cap: bigger is a decompression bomb")
     min_side: int = Field(64, ge=1, description="images smaller than this on either side are rejected")
     content_types: list[str] = Field(
-        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"]
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"],
+        description="Content-Types downloaded; anything else is refused before its body is read",
     )
     near_duplicate_bits: int = Field(4, ge=0, le=64, description="perceptual-hash distance counted as a duplicate")
     page_load_timeout_s: float = Field(30.0, gt=0, description="browser mode: longest a page may take to load")
@@ -136,12 +146,15 @@ class ScrapeParams(Section):
 
 
 class FacesParams(Section):
-    resolution: Literal[256, 1024] = 256
+    """faces: data/raw -> data/faces, each face found, levelled and framed like FFHQ, square, padded
+    never stretched."""
+
+    resolution: Literal[256, 1024] = Field(256, description="side of the square crops written")
     margin: float = Field(
         0.5, ge=0, le=3, description="context on each side of the face, as a fraction of its size; 0.5 frames like FFHQ"
     )
     min_face: int = Field(64, ge=8, description="smallest face side in source pixels; smaller is rejected, not upscaled")
-    multi_face: Literal["all", "largest"] = "all"
+    multi_face: Literal["all", "largest"] = Field("all", description="all faces of a photo, or only its largest")
     require_eyes: bool = Field(True, description="keep only faces where two plausible eyes are found")
     second_opinion: bool = Field(True, description="keep only faces that a second Haar cascade confirms")
     min_neighbors: int = Field(3, ge=1, description="Haar detection confidence: neighbouring hits required")
@@ -156,13 +169,15 @@ class FacesParams(Section):
 
 
 class AugmentParams(Section):
-    copies: int = Field(1, ge=1, le=100)
-    seed: int = 0
+    """augment: data/faces -> data/train, seeded Albumentations (mirror only by default)."""
+
+    copies: int = Field(1, ge=1, le=100, description="augmented copies per face (full preset)")
+    seed: int = Field(0, description="with the file and copy index, fixes every augmentation drawn")
     preset: Literal["safe", "full"] = Field(
         "safe", description="safe: horizontal flip only (does not leak); full: every OneOf group"
     )
     group_p: float = Field(0.5, ge=0, le=1, description="probability that each OneOf group fires")
-    keep_original: bool = True
+    keep_original: bool = Field(True, description="the face itself is in the training set beside its copies")
 
     @model_validator(mode="after")
     def _safe_is_one_mirror(self) -> "AugmentParams":
@@ -172,6 +187,8 @@ class AugmentParams(Section):
 
 
 class EvaluateParams(Section):
+    """evaluate: FID and KID of the fine-tuned model against the training set."""
+
     inception: str | None = Field(
         None,
         description="StyleGAN2-ADA's TorchScript Inception detector (inception-2015-12-05.pt): a path or an "
@@ -180,19 +197,23 @@ class EvaluateParams(Section):
     inception_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected sha256 of the weights")
     cache_dir: str = Field(".cache/inception", description="where downloaded weights are kept, from the project root")
     num_generated: int = Field(5000, ge=2, description="images generated (seeds seed .. seed+N-1) to compare")
-    seed: int = Field(0, ge=0)
-    batch_size: int = Field(32, ge=1)
+    seed: int = Field(0, ge=0, description="first seed of the generated images")
+    batch_size: int = Field(32, ge=1, description="images per detector and generator call")
     kid_subsets: int = Field(100, ge=1, description="KID: random subsets averaged (KID paper, StyleGAN2-ADA)")
     kid_subset_size: int = Field(1000, ge=2, description="KID: most images per subset")
 
 
 class GateParams(Section):
-    metric: Literal["fid", "kid"] = "fid"
+    """The release gate: the metric a new model must not be worse in than the last release."""
+
+    metric: Literal["fid", "kid"] = Field("fid", description="the figure a release must not be worse in")
     margin: float = Field(0.0, ge=0, description="how much worse than the last release still publishes")
-    higher_is_better: bool = False
+    higher_is_better: bool = Field(False, description="true for a metric where more is better")
 
 
 class NightlyParams(Section):
+    """nightly: when the scheduled fine-tune runs, how it is gated, where releases are pushed."""
+
     cron: str = Field("30 3 * * *", description="when the nightly deployment runs (5-field cron)")
     timezone: str = Field("UTC", description="IANA time zone of cron, and of the date in release tags")
     gate: GateParams = GateParams()
@@ -200,6 +221,10 @@ class NightlyParams(Section):
         "../styleforge-remote", description="DVC remote: a folder (relative to the project root) or s3://bucket/path"
     )
     lock_timeout_s: float = Field(600.0, ge=0, description="longest wait for a workspace another run holds")
+    deadline_h: float = Field(
+        8.0, gt=0, description="longest a night may run: past it the running stage is ended with everything it "
+        "started, the workspace is released, and the next night resumes from the checkpoints"
+    )
 
     @field_validator("cron")
     @classmethod
@@ -224,9 +249,9 @@ class ModelParams(Section):
     """Shape of a model the base stage trains from scratch (model.networks.ModelConfig fields)."""
 
     size: PowerOfTwo = Field(32, ge=8, description="output resolution, a power of two")
-    style_dim: int = Field(64, ge=1)
+    style_dim: int = Field(64, ge=1, description="z and W width")
     n_mlp: int = Field(2, ge=1, description="mapping-network layers")
-    channel_multiplier: int = Field(1, ge=1)
+    channel_multiplier: int = Field(1, ge=1, description="rosinality's width factor: 2 is config F at 256 and above")
     channel_max: int = Field(64, ge=1, description="feature maps at any resolution, at most")
     channel_base: int | None = Field(None, ge=1, description="feature maps = min(channel_max, channel_base / res)")
 
@@ -259,8 +284,8 @@ class TrainParams(Section):
     keep_snapshots: int = Field(8, ge=1, description="snapshots kept: the newest, and the best by the metric")
     keep_runs: int = Field(2, ge=1, description="runs whose checkpoints are kept, this one included: a changed "
                            "param starts a new run, and changing it back resumes the kept one")
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="fixes the initial weights, every step's draws, the data order and the grids' z")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the GPU where torch sees one")
     bf16: bool = Field(False, description="bf16 autocast for G and D forward passes (GPU only)")
     workers: int = Field(2, ge=0, description="data-loader processes per rank")
 
@@ -324,14 +349,14 @@ class LpipsParams(Section):
         description="LPIPS v0.1 heads (vgg.pth), e.g. from "
         "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
     )
-    lin_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$")
+    lin_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{8,64}$", description="its sha256 or leading digits")
     cache_dir: str = Field(".cache/lpips", description="where downloaded weights are kept, from the project root")
 
 
 class ProjectionParams(Section):
     """Inversion into the base model's latent space (model/project.py); rosinality's defaults."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, description="optimisation steps per photo")
     lr: float = Field(0.1, gt=0, description="peak Adam learning rate of the cosine ramp")
     lr_rampup: float = Field(0.05, gt=0, le=1, description="fraction of the steps spent warming up")
     lr_rampdown: float = Field(0.25, gt=0, le=1, description="fraction of the steps spent cooling down")
@@ -351,8 +376,20 @@ class PortraitsParams(Section):
     look: str = Field("data/train", description="the target look's images: each portrait is measured against them")
     projection: ProjectionParams = ProjectionParams()
     lpips: LpipsParams = LpipsParams()
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = Field(0, description="fixes the projection's starting noise and jitter")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the GPU where torch sees one")
+
+
+class WalkParams(Section):
+    """walk: videos of the blended model (a latent walk) and of each portrait taking on the look."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3], min_length=2,
+                             description="the faces the walk passes through, in order, then back to the first")
+    frames: int = Field(96, ge=2, description="frames of the walk")
+    fps: float = Field(24.0, gt=0, description="frames per second of both videos")
+    truncation: float = Field(0.7, gt=0, le=1, description="psi of the walk's faces")
+    morphs: int = Field(4, ge=0, description="portraits that get a morph video (the first, by name)")
+    morph_frames: int = Field(72, ge=2, description="frames of each morph: base, the blends, fine-tuned and back")
 
 
 class Params(Section):
@@ -365,6 +402,7 @@ class Params(Section):
     nightly: NightlyParams = NightlyParams()
     blend: BlendParams = BlendParams()
     portraits: PortraitsParams = PortraitsParams()
+    walk: WalkParams = WalkParams()
 
 
 class ParamsError(UserError, ValueError):
@@ -397,3 +435,48 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw, str(path))
+
+
+def _summary(model: type[BaseModel]) -> str:
+    """A model's docstring up to its first blank line, as one line."""
+    return " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def params_yaml(params: Params) -> str:
+    """params as the YAML of params.yaml with every key written, each under its description: the
+    file DVC reads, so every effective value is visible and a change to any of them is tracked.
+    `styleforge params` prints it."""
+    lines: list[str] = []
+
+    def comment(text: str | None, pad: str) -> None:
+        if text:
+            lines.extend(f"{pad}# {line}" for line in textwrap.wrap(text, 100 - len(pad)))
+
+    def scalar(value) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+    def emit(model: BaseModel, pad: str, first: str = "") -> None:
+        for index, (name, info) in enumerate(type(model).model_fields.items()):
+            value = getattr(model, name)
+            lead = first if index == 0 and first else pad
+            if lead == pad:  # a list item's first key shares the "- " line: no comment above it
+                comment(info.description or (_summary(type(value)) if isinstance(value, BaseModel) else None), pad)
+            if isinstance(value, BaseModel):
+                lines.append(f"{lead}{name}:")
+                emit(value, pad + "  ")
+            elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+                lines.append(f"{lead}{name}:")
+                for item in value:
+                    emit(item, pad + "    ", first=pad + "  - ")
+            else:
+                dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+                dumped = list(dumped) if isinstance(dumped, tuple) else dumped
+                lines.append(f"{lead}{name}: {scalar(dumped)}")
+
+    for name, info in Params.model_fields.items():
+        section = getattr(params, name)
+        lines.append("")
+        comment(_summary(type(section)), "")
+        lines.append(f"{name}:")
+        emit(section, "  ")
+    return "\n".join(lines).lstrip("\n") + "\n"
