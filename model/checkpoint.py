@@ -9,7 +9,6 @@ only tensors, numbers, strings, lists and dicts:
     g_optim, d_optim   optimiser state dicts, or None
     step        training step
     augment     augmentation state, e.g. {"p": 0.3} for ADA
-    rng         torch CPU (and CUDA) generator states, numpy's and python's as plain lists
     latent_avg  g_ema's w_avg, where rosinality-based tools look for it
 
 rosinality's files (`g_ema`, optionally `g`, `d`, optimisers, `latent_avg`, `args`) load as
@@ -21,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -56,42 +53,13 @@ class Checkpoint:
     g_optim: dict | None = None
     d_optim: dict | None = None
     augment: dict = field(default_factory=dict)
-    rng: dict | None = None
     notes: list[str] = field(default_factory=list)  # what was filled in rather than read
-
-    def restore_rng(self) -> None:
-        if self.rng is not None:
-            restore_rng_state(self.rng)
 
 
 def build_networks(config: ModelConfig) -> tuple[Generator, Discriminator, Generator]:
     """Fresh (g, d, g_ema); g_ema starts as an exact copy of g, in eval mode."""
     g = config.generator()
     return g, config.discriminator(), copy.deepcopy(g).eval()
-
-
-def rng_state() -> dict:
-    """Every generator a training run draws from, as weights_only-loadable values."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss_next],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(
@@ -119,7 +87,6 @@ def save_checkpoint(
         "d_optim": d_optim.state_dict() if d_optim is not None else None,
         "step": int(step),
         "augment": dict(augment or {}),
-        "rng": rng_state(),
         "latent_avg": g_ema.w_avg.detach().clone(),
     }
     _check_plain(payload["augment"], "augment")
@@ -149,7 +116,7 @@ def read_raw(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: the file is empty (0 bytes): an interrupted download or copy?")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            # CPU first: RNG states must stay CPU tensors, and nothing is held twice on a GPU
+            # CPU first: nothing is held twice on a GPU (the caller moves the networks)
             raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
         raise CheckpointError(f"{path}: cannot be read as a checkpoint: {first_line(exc)}") from None
@@ -244,8 +211,8 @@ def load_checkpoint(
     """Load ours or a rosinality file into fresh networks on map_location.
 
     With config, the networks are built from it (a resume with the run's own settings) and the
-    file must fit it exactly; without, they are built from the file's own config. Optimiser and
-    RNG states stay on the CPU (Optimizer.load_state_dict moves them to the parameters).
+    file must fit it exactly; without, they are built from the file's own config. Optimiser
+    states stay on the CPU (Optimizer.load_state_dict moves them to the parameters).
     """
     path = Path(path)
     raw = read_raw(path)
@@ -293,7 +260,6 @@ def _load_ours(path: Path, raw: dict, wanted: ModelConfig | None) -> Checkpoint:
         g_optim=raw.get("g_optim"),
         d_optim=raw.get("d_optim"),
         augment=dict(raw.get("augment") or {}),
-        rng=raw.get("rng"),
         notes=notes,
     )
 

@@ -255,17 +255,6 @@ def mixing_noise(batch: int, style_dim: int, prob: float, device: torch.device |
     return list(torch.randn(count, batch, style_dim, device=device).unbind(0))
 
 
-@torch.no_grad()
-def ema_update(g_ema: Generator, g: Generator, decay: float) -> None:
-    """g_ema <- decay * g_ema + (1 - decay) * g for parameters; w_avg is copied (NVIDIA's rule).
-
-    The noise buffers are left alone: they are g_ema's own constant noise.
-    """
-    for p_ema, p in zip(g_ema.parameters(), g.parameters()):
-        p_ema.lerp_(p, 1 - decay)
-    g_ema.w_avg.copy_(g.w_avg)
-
-
 _MAPPING = re.compile(r"style\.\d+\.\w+|w_avg")
 _FIRST_BLOCK = re.compile(r"(input|conv1|to_rgb1)\..+")
 _CONVS = re.compile(r"convs\.(\d+)\..+")
@@ -295,25 +284,3 @@ def generator_param_resolution(name: str, size: int | None = None) -> int:
     if size is not None and res > size:
         raise KeyError(f"{name!r} works at {res}x{res}, beyond a {size}x{size} generator")
     return res
-
-
-_D_CONVS = re.compile(r"convs\.(\d+)\..+")
-_D_EPILOGUE = re.compile(r"(final_conv|final_linear)\..+")
-
-
-def discriminator_param_resolution(name: str, size: int) -> int:
-    """Input resolution of the discriminator block a state-dict entry belongs to.
-
-    convs.0 (fromRGB) works at size, convs.j (j >= 1) is the ResBlock taking size / 2**(j-1)
-    down to half that, final_conv/final_linear work at 4. FreezeD "freeze the blocks above
-    resolution R" is `discriminator_param_resolution(k, size) > R`.
-    """
-    if m := _D_CONVS.fullmatch(name):
-        index = int(m.group(1))
-        res = size >> max(index - 1, 0)
-        if res < 8:
-            raise KeyError(f"{name!r}: a {size}x{size} discriminator has no convs.{index}")
-        return res
-    if _D_EPILOGUE.fullmatch(name):
-        return 4
-    raise KeyError(f"not a discriminator state-dict name: {name!r}")

@@ -7,8 +7,6 @@ import torch
 from styleforge.model.layers import ModulatedConv2d, StyledConv, ToRGB
 from styleforge.model.networks import (
     ModelConfig,
-    discriminator_param_resolution,
-    ema_update,
     generator_param_resolution,
     mixing_noise,
 )
@@ -191,40 +189,9 @@ def test_generator_param_resolution_follows_the_layers_outputs():
         generator_param_resolution("mapping.fc0.weight")
 
 
-def test_discriminator_param_resolution_is_each_blocks_input_size():
-    config = tiny(64)
-    d = config.discriminator()
-    in_size: dict[str, int] = {}
-    hooks = [
-        block.register_forward_pre_hook(lambda mod, args, name=f"convs.{j}": in_size.__setitem__(name, args[0].shape[-1]))
-        for j, block in enumerate(d.convs)
-    ]
-    with torch.no_grad():
-        d(torch.randn(4, 3, 64, 64))
-    for h in hooks:
-        h.remove()
-    assert in_size == {"convs.0": 64, "convs.1": 64, "convs.2": 32, "convs.3": 16, "convs.4": 8}
-    for name in d.state_dict():
-        res = discriminator_param_resolution(name, config.size)
-        block = ".".join(name.split(".")[:2])
-        assert res == in_size.get(block, 4), name
-
-
 def test_minibatch_stddev_needs_a_batch_that_fills_its_groups():
     d = tiny(32).discriminator()
     assert d(torch.randn(8, 3, 32, 32)).shape == (8, 1)
     assert d(torch.randn(3, 3, 32, 32)).shape == (3, 1)  # one group of three
     with pytest.raises(ValueError, match="minibatch-stddev"):
         d(torch.randn(6, 3, 32, 32))
-
-
-def test_ema_update_averages_parameters_and_copies_w_avg_but_not_noise():
-    config = tiny(32)
-    g, g_ema = config.generator(), config.generator()
-    g.w_avg.fill_(1.0)
-    before = g_ema.input.input.detach().clone()
-    noise_before = g_ema.noises.noise_0.clone()
-    ema_update(g_ema, g, decay=0.75)
-    assert torch.allclose(g_ema.input.input, 0.75 * before + 0.25 * g.input.input)
-    assert torch.equal(g_ema.w_avg, g.w_avg)
-    assert torch.equal(g_ema.noises.noise_0, noise_before)
