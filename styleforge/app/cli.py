@@ -172,12 +172,17 @@ def nightly(root: Path = typer.Option(Path("."), help="project root: a git + DVC
     """One nightly run now (the flow the schedule runs): scrape, rebuild, gate, publish or keep."""
     _nightly_params(root)
     from styleforge.flows.nightly import WorkspaceBusy, nightly_flow
+    from styleforge.flows.repro import StageTimedOut
 
     try:
         with _flows_in(root):
             summary = nightly_flow(root=str(root))
     except WorkspaceBusy as exc:
         _fail(str(exc))
+    except StageTimedOut as exc:  # not the user's mistake (exit 1), but one clear line, not a traceback
+        typer.secho(f"the night stopped at its deadline (nightly.deadline_h): {str(exc).splitlines()[0]}",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     verb = "published" if summary["published"] else "kept"
     typer.echo(f"{verb} {summary['release'] or 'no release'}: {summary['reason']}")
 

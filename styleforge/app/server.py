@@ -102,4 +102,12 @@ def project_server(root: Path) -> Iterator[str]:
         if not is_up(url):
             url = stack.enter_context(running_server(home, free_port()))
         stack.enter_context(temporary_settings({PREFECT_HOME: str(home), PREFECT_API_URL: url}))
+        stack.callback(_flush_logs)  # runs first on the way out: while the server still listens
         yield url
+
+
+def _flush_logs() -> None:
+    """Send the log lines Prefect still holds to the server before it stops."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
