@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from styleforge.flows.gallery import write_pages
 from styleforge.flows.pipeline import pipeline_order
 from styleforge.flows.repro import repro_task
 from styleforge.flows.release import Outcome, read_metrics, release
@@ -117,9 +118,10 @@ def nightly_flow(root: str = ".") -> dict:
         "published": outcome.published,
         "reason": outcome.reason,
         "release": outcome.release.tag if outcome.release else None,
-        "grids": sorted(str(p.relative_to(root_path)) for p in (root_path / "reports").rglob("*.png")),
+        "grids": sorted(str(p.relative_to(root_path)) for p in (root_path / "reports").glob("*.png")),
     }
     write_report("nightly", summary, root_path)
+    write_pages(root_path)  # this run's page, and the history with tonight's decision in it
     create_markdown_artifact(key="nightly", markdown=render_markdown(summary, root_path),
                              description=f"nightly run of {started:%Y-%m-%d}")
     logger.info("%s: %s", "published " + summary["release"] if outcome.published else "kept the last release",

@@ -30,7 +30,9 @@ def pipeline_order(root: Path) -> list[str]:
 def pipeline_flow(root: str = ".", force: bool = False) -> dict[str, bool]:
     """Bring every stage up to date (all of them with force); return which ran."""
     root_path = str(Path(root).resolve())
-    ran = {stage: repro_task(stage, root_path, force) for stage in pipeline_order(Path(root_path))}
+    try:
+        ran = {stage: repro_task(stage, root_path, force) for stage in pipeline_order(Path(root_path))}
+    finally:  # a run that stopped early gets a page too: it shows how far it came
+        write_pages(Path(root_path))  # reports/index.html and reports/history.html
     get_run_logger().info("stages run: %s", ", ".join(s for s, r in ran.items() if r) or "none (all up to date)")
-    write_pages(Path(root_path))  # reports/index.html and reports/history.html
     return ran

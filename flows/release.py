@@ -1,8 +1,12 @@
 """Releases: the metric gate, then DVC data to the remote and a git commit + tag that point at it.
 
 A release is an annotated tag `nightly-YYYYMMDD` (`-2`, `-3` for more in a day) on a commit of
-RELEASE_FILES. The data is pushed before the tag exists, so `git checkout TAG && dvc pull`
-always finds it; the remote itself is in the committed .dvc/config.
+RELEASE_FILES, every metric dvc.yaml keeps out of the DVC cache (committed_metrics) and the
+night's page (reports/releases/<tag>/: flows/gallery.py says why in git); cached outputs, the
+DVCLive curves among them, are what `dvc push` sends. So `dvc metrics diff TAG1 TAG2` and
+`dvc plots diff TAG1 TAG2` compare every stage's figures and the training curves of two nights.
+The data is pushed before the tag exists, so `git checkout TAG && dvc pull` always finds it; the
+remote itself is in the committed .dvc/config.
 
 The gate compares `nightly.gate.metric` with the last release (the newest nightly tag in HEAD's
 history). When the metric was not measured (evaluate skipped it) the rule is:
@@ -83,12 +87,17 @@ def _git_ok(root: Path, *args: str) -> bool:
     return _git_output(root, *args) is not None
 
 
+def file_at(root: Path, rev: str, name: str) -> bytes | None:
+    """The file `name` as committed at rev (a tag or a commit); None where it was not."""
+    return _git_output(root, "show", f"{rev}:{name}")
+
+
 def last_release(root: Path) -> Release | None:
     found = _git_output(root, "describe", "--tags", "--abbrev=0", "--match", f"{TAG_PREFIX}*")
     if found is None:
         return None
     tag = found.decode().strip()
-    metrics = _git_output(root, "show", f"{tag}:{METRICS_FILE}")
+    metrics = file_at(root, tag, METRICS_FILE)
     return Release(tag, git(root, "rev-list", "-n", "1", tag), json.loads(metrics) if metrics else {})
 
 
@@ -124,9 +133,10 @@ def changed_since(root: Path, release: Release) -> bool:
     """
     for name in COMPARED_FILES:
         path = root / name
-        if _git_output(root, "show", f"{release.commit}:{name}") != (path.read_bytes() if path.exists() else None):
+        if file_at(root, release.commit, name) != (path.read_bytes() if path.exists() else None):
             return True
-    return any(json.loads(dvc(root, "diff", "--json", release.commit) or "{}").values())
+    return any(json.loads(dvc(root, "diff", "--json", "--targets", *pipeline_outputs(root), "--", release.commit)
+                          or "{}").values())
 
 
 def free_tag(root: Path, day: date) -> str:
@@ -144,14 +154,42 @@ def read_metrics(root: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _pipeline_outs(root: Path) -> list:
+    """The outputs of the project's own dvc.yaml (not of recipes/ or any other dvc.yaml)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [out for out in repo.index.outs if Path(out.stage.path) == root / "dvc.yaml"]
+
+
+def pipeline_outputs(root: Path) -> list[str]:
+    """The cached outputs of the project's pipeline: what `dvc diff` compares between releases (a
+    recipe's data, absent from a nightly workspace, must not make every night look changed)."""
+    return sorted({Path(out.fs_path).relative_to(root).as_posix() for out in _pipeline_outs(root) if out.use_cache})
+
+
+def committed_metrics(root: Path) -> list[str]:
+    """Every metrics file the pipeline's dvc.yaml declares with `cache: false` (each stage's
+    reports/<stage>.json, DVCLive's metrics.json): only git can carry them to a tag. Read from DVC's
+    own index, which resolves the stages as `dvc repro` does (no dvc command lists outputs with
+    their cache flag); other dvc.yaml files (recipes/) are not the nightly's and stay out."""
+    return sorted(Path(out.fs_path).relative_to(root).as_posix() for out in _pipeline_outs(root)
+                  if out.metric and not out.use_cache)
+
+
 def publish(root: Path, remote: str, day: date, message: str) -> Release:
-    """dvc push to `remote` (made the default remote), then commit RELEASE_FILES and tag."""
+    """dvc push to `remote` (made the default remote), then commit RELEASE_FILES and the night's
+    page and tag (the nightly flow then rewrites reports/history.html, kept or published)."""
+    from styleforge.flows import gallery  # here: the gallery reads releases through this module
+
     dvc(root, "remote", "add", "--default", "--force", REMOTE_NAME, remote)
     dvc(root, "push", "--remote", REMOTE_NAME)
     identity = () if _git_ok(root, "config", "user.email") else FALLBACK_IDENTITY
-    paths = [name for name in RELEASE_FILES if (root / name).exists()]
-    git(root, "add", "--force", "--", *paths)  # --force: reports/ is git-ignored, its metrics are not
     tag = free_tag(root, day)
+    page = gallery.keep_release_page(root, tag, message)
+    committed = dict.fromkeys((*RELEASE_FILES, *committed_metrics(root)))
+    paths = [name for name in committed if (root / name).exists()] + [page.relative_to(root).as_posix()]
+    git(root, "add", "--force", "--", *paths)  # --force: reports/ is git-ignored, its metrics are not
     if not _git_ok(root, "diff", "--cached", "--quiet", "HEAD", "--", *paths):
         # only these paths: whatever else an engineer has staged stays out of the release
         git(root, *identity, "commit", "--quiet", "-m", f"{tag}: {message}", "--", *paths)
