@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from styleforge.core.errors import UserError
 from styleforge.core.grid import save_sheet, tile_for
 from styleforge.model.data import list_images
 from styleforge.model.networks import Generator
@@ -135,8 +136,13 @@ class LiveLog:
         if os.environ.get("RANK", "0") == "0":
             os.environ.setdefault("DVCLIVE_OPEN", "false")
             from dvclive import Live
+            from scmrepo.exceptions import SCMError
 
-            self.live = Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+            try:
+                self.live = Live(dir=str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+            except SCMError as exc:  # DVCLive reads HEAD, which a repository without a commit lacks
+                raise UserError(f"{folder}: DVCLive needs the project's git repository to have a commit "
+                                f"({exc}): `git add -A && git commit` first") from None
             self.curves.open(resume)
 
     def log(self, step: int, kimg: float, stats: dict[str, float]) -> None:

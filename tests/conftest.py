@@ -27,7 +27,7 @@ def copy_project(dest: Path) -> Path:
     """The project's code and config (project_files) copied into dest, without DVC's own folder:
     the test runs `dvc init` there itself."""
     for name in project_files():
-        if name.startswith((".dvc/", ".git")):
+        if name.startswith(".dvc/"):
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
