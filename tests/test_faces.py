@@ -154,8 +154,25 @@ def test_multi_face_all_or_largest():
     assert "not_largest" in [r.reason for r in rejects]
 
 
-@pytest.mark.parametrize("name", ["chelsea", "brick", "grass", "gravel"])
-def test_cat_and_textures_give_no_faces(name):
+@pytest.mark.parametrize("zoom", [0.85, 1.8, 3.6])
+def test_a_face_of_any_size_in_a_large_photo_is_found_once(zoom):
+    """Faces of about 80, 170 and 350 px in a 1600x1200 photo: each lies in another octave of the
+    search (copy 640 px wide), and each is found, once, with its eyes."""
+    head = cv2.resize(astronaut()[:300, 80:400], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    photo = cv2.resize(skimage.data.coffee(), (1600, 1200), interpolation=cv2.INTER_CUBIC)
+    top, left = 60, 200
+    photo[top: top + head.shape[0], left: left + head.shape[1]] = head
+    found, _ = find_faces(photo, DEFAULTS)
+    assert len(found) == 1 and found[0].eyes is not None
+    x, y, width, height = found[0].box
+    face_x, face_y, face_side = left + (177 - 80) * zoom, top + 65 * zoom, 96 * zoom  # her face in astronaut()
+    assert abs(x + width / 2 - (face_x + face_side / 2)) < 0.15 * face_side
+    assert abs(y + height / 2 - (face_y + face_side / 2)) < 0.15 * face_side
+    assert 0.8 < width / face_side < 1.25
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "camera", "brick", "grass", "gravel"])
+def test_cat_coffee_cameraman_and_textures_give_no_faces(name):
     photo = getattr(skimage.data, name)()
     photo = photo if photo.ndim == 3 else np.dstack([photo] * 3)
     for scale in (1.0, 2.0):
@@ -274,6 +291,7 @@ def test_lfw_faces_pass_and_non_faces_do_not(lfw_run):
     passed = {sources[path.name] for path in (root / "data/faces").glob("*_0.png")}
     assert len([name for name in passed if int(name[4:7]) < 100]) >= 80  # 86 with the defaults as tuned
     assert [name for name in passed if int(name[4:7]) >= 100] == []
+    assert list((root / "data/faces").glob("*_1.png")) == []  # one face each: none found twice
     assert report["rejects"]["no_face"] >= 100
 
 

@@ -21,16 +21,16 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from styleforge.tasks.faces.align import CropGeometry, align_face
-from styleforge.tasks.faces.cache import FacesCache, publish
-from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
-from styleforge.tasks.faces.sheets import write_sheets
-from styleforge.tasks.faces.worker import Job, init_worker, process_file
 from tqdm import tqdm
 
 from styleforge.core.config import FacesParams
 from styleforge.core.images import BadImage, load_image
 from styleforge.core.reports import REPORTS_DIR, timed, write_report
+from styleforge.tasks.faces.align import CropGeometry, align_face
+from styleforge.tasks.faces.cache import FacesCache, publish
+from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
+from styleforge.tasks.faces.sheets import write_sheets
+from styleforge.tasks.faces.worker import Job, init_worker, process_file
 
 __all__ = ["run", "load_image", "BadImage", "find_faces", "FaceCrop", "Reject", "align_face", "CropGeometry"]
 

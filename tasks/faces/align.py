@@ -132,8 +132,11 @@ def _reflected_window(rgb: np.ndarray, geometry: CropGeometry) -> tuple[np.ndarr
     half = geometry.side * (abs(math.cos(turn)) + abs(math.sin(turn))) / 2 + LANCZOS_RADIUS
     (cx, cy), (height, width) = geometry.centre, rgb.shape[:2]
     x0, y0 = math.floor(cx - half), math.floor(cy - half)
-    xs = _reflect_101(np.arange(x0, math.ceil(cx + half) + 1), width)
-    ys = _reflect_101(np.arange(y0, math.ceil(cy + half) + 1), height)
+    x1, y1 = math.ceil(cx + half) + 1, math.ceil(cy + half) + 1
+    if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:  # the usual case: a view, nothing copied
+        return rgb[y0:y1, x0:x1], (x0, y0)
+    xs = _reflect_101(np.arange(x0, x1), width)
+    ys = _reflect_101(np.arange(y0, y1), height)
     return rgb[np.ix_(ys, xs)], (x0, y0)
 
 

@@ -8,6 +8,7 @@ import os
 
 import cv2
 import numpy as np
+
 from styleforge.tasks.faces.align import BOX_EYE_DISTANCE
 
 Box = tuple[int, int, int, int]  # x, y, width, height in source pixels

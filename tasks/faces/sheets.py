@@ -8,9 +8,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from styleforge.tasks.faces.cache import FacesCache
 
 from styleforge.core.grid import save_sheet
+from styleforge.tasks.faces.cache import FacesCache
 
 MAX_TILES = 64
 TILE = 144

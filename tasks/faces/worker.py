@@ -7,12 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from styleforge.tasks.faces.cache import FacesCache
-from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
 
 from styleforge.core.config import FacesParams
 from styleforge.core.images import BadImage, load_image
 from styleforge.core.io import atomic_write, atomic_write_json
+from styleforge.tasks.faces.cache import FacesCache
+from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
 
 THUMB_SIDE = 144  # reject thumbnails: the size of a contact-sheet tile
 THUMB_CONTEXT = 1.6  # a rejected box is shown with this much of its surroundings
