@@ -210,10 +210,12 @@ def bad_sources(tmp_path: Path) -> dict[str, tuple[str, str | None, str]]:
 def assert_refused(root: Path, checkpoint: str, digest: str | None, words: str) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump({"base": {"checkpoint": checkpoint, "sha256": digest}}))
     result = CliRunner().invoke(app, ["stage", "base", "--params", str(root / "params.yaml")])
-    lines = [line for line in result.output.splitlines() if line.strip() and "%|" not in line]  # not the bar
+    # what is left once the progress bar and the stage's INFO lines ("started in ...") are set aside
+    lines = [line for line in result.output.splitlines() if line.strip() and "%|" not in line and " INFO " not in line]
     message = "\n".join(lines)
     assert result.exit_code == 2, f"{checkpoint}: exit {result.exit_code}: {message}"
     assert len(lines) == 1, message
+    assert lines[0] in (root / "logs/base.log").read_text(), "the error is in the stage's log file too"
     assert Path(checkpoint).name in message and words in message, message
     assert not (root / "data/base").exists() or not any((root / "data/base").iterdir())
 

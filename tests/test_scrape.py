@@ -312,7 +312,7 @@ def test_browser_scrolls_until_no_new_images_arrive(site, tmp_path, hits):
     assert source["images_found"] == 63, "all five batches of the feed"
     assert source["scrolls"] == 5, "four scrolls that brought a batch, one that brought nothing"
     feed_requests = [path for _, path in hits if path.startswith("/api/scroll")]
-    assert feed_requests == [f"/api/scroll?batch={n}" for n in range(5)]
+    assert feed_requests == [f"/api/scroll?feed=photos&batch={n}" for n in range(5)]
     statuses = status_of(manifest(tmp_path))
     assert statuses["/img/face-032@2x.jpg"] == "ok", "srcset in JS-built images is read too"
     assert statuses["/img/face-089.jpg"] == "ok"

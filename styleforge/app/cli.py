@@ -69,7 +69,7 @@ def stage(
     try:
         report = run_stage(name, root=params.parent, params_file=params.name)
     except (UserError, UnknownStage) as exc:
-        logging.getLogger("styleforge.stage").error("%s", exc)  # in the stage's log file too
+        logs.to_file_only("styleforge.stage", logging.ERROR, str(exc))  # printed once, below
         _fail(str(exc))
     typer.echo(json.dumps(report, indent=2, default=str))
 

@@ -44,3 +44,12 @@ def setup(log_file: Path | None = None) -> None:
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)
+
+
+def to_file_only(name: str, level: int, message: str) -> None:
+    """Log a line into the log file alone: for an error the command prints itself as its one line."""
+    logger = logging.getLogger(name)
+    record = logger.makeRecord(logger.name, level, "(styleforge)", 0, message, (), None)
+    for handler in logging.getLogger("styleforge").handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
