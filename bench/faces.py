@@ -49,10 +49,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from styleforge.tasks.faces.worker import init_worker  # noqa: E402
-
 from styleforge.core.config import FacesParams  # noqa: E402
 from styleforge.core.images import load_image  # noqa: E402
+from styleforge.tasks.faces.worker import init_worker  # noqa: E402
 
 TARGETS = {"faces_vs_baseline": 2.5, "incremental_fraction": 0.15}
 SIZE = (1600, 1200)

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from styleforge.model.ops import (  # noqa: E402
     backend,
     fused_leaky_relu,
-    reason,
     fused_leaky_relu_ref,
+    reason,
     upfirdn2d,
     upfirdn2d_ref,
 )

@@ -46,12 +46,11 @@ def measure(device: str, steps: int, bf16: bool, model: str, size: int, batch: i
     """Run in the worker process: time `steps` training steps after warm-up."""
     import resource
 
+    from styleforge.core.config import FinetuneParams
     from styleforge.model.checkpoint import build_networks
     from styleforge.model.networks import ModelConfig
     from styleforge.model.ops import backend
     from styleforge.model.train import Networks, Outputs, Trainer, TrainingSettings
-
-    from styleforge.core.config import FinetuneParams
 
     config = ModelConfig(size=size, **MODELS[model])
     torch.manual_seed(0)

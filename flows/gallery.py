@@ -44,11 +44,11 @@ from urllib.parse import quote
 import yaml
 from markupsafe import Markup
 from PIL import Image
-from styleforge.flows.gallery_html import STYLE, templates
-from styleforge.flows.release import METRICS_FILE, TAG_PREFIX, Release, ReleaseError, file_at, git, last_release
 
 from styleforge.core.io import atomic_write, atomic_write_bytes
 from styleforge.core.reports import REPORTS_DIR, read_report, report_path
+from styleforge.flows.gallery_html import STYLE, templates
+from styleforge.flows.release import METRICS_FILE, TAG_PREFIX, Release, ReleaseError, file_at, git, last_release
 
 PAGE = REPORTS_DIR / "index.html"
 HISTORY = REPORTS_DIR / "history.html"

@@ -20,14 +20,14 @@ from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from styleforge.flows.gallery import write_pages
-from styleforge.flows.pipeline import pipeline_order
-from styleforge.flows.repro import repro_task
-from styleforge.flows.release import Outcome, read_metrics, release
 
 from styleforge.core.config import NightlyParams, load_params
 from styleforge.core.errors import UserError
 from styleforge.core.reports import report_path, write_report
+from styleforge.flows.gallery import write_pages
+from styleforge.flows.pipeline import pipeline_order
+from styleforge.flows.release import Outcome, read_metrics, release
+from styleforge.flows.repro import repro_task
 
 DEPLOYMENT_NAME = "nightly"  # read back as "nightly/nightly": flow name / deployment name
 LOCK_DIR = Path(".dvc/tmp")  # DVC's own scratch folder: git-ignored, never cached

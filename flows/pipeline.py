@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from styleforge.flows.repro import repro_task
+
 from styleforge.flows.gallery import write_pages
+from styleforge.flows.repro import repro_task
 
 
 def pipeline_order(root: Path) -> list[str]:

@@ -66,6 +66,7 @@ def one_thread():
 def generator():
     """A 32x32 generator with random weights (torch seed 0), built once per test module."""
     import torch
+
     from styleforge.model.networks import ModelConfig
 
     torch.manual_seed(0)

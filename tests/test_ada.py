@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from styleforge.model.ada import AdaptiveAugment
 from styleforge.model.checkpoint import build_networks, load_checkpoint, save_checkpoint
 from styleforge.model.networks import ModelConfig

@@ -4,9 +4,9 @@ import cv2
 import numpy as np
 import pytest
 from skimage import data
-from styleforge.tasks.augment import run
 
 from styleforge.core.config import AugmentParams
+from styleforge.tasks.augment import run
 
 
 def _write(path, rgb):

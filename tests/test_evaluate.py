@@ -2,25 +2,25 @@
 
 import csv
 import hashlib
-from pathlib import Path
 import http.server
 import json
 import threading
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from styleforge.core.config import EvaluateParams
+from styleforge.core.fetch import FetchError
+from styleforge.core.reports import write_report
 from styleforge.model.checkpoint import load_generator, save_checkpoint
 from styleforge.model.inception import extract_features, load_detector
 from styleforge.model.metrics import fid
 from styleforge.model.networks import ModelConfig
 from styleforge.tasks import evaluate
-
-from styleforge.core.config import EvaluateParams
-from styleforge.core.fetch import FetchError
-from styleforge.core.reports import write_report
 
 SIZE = 16
 # NVIDIA's detector is TorchScript, which torch 2.13 marks deprecated but still loads

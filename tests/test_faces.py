@@ -13,6 +13,8 @@ import pytest
 import skimage.data
 from matplotlib import cbook
 from PIL import Image
+
+from styleforge.core.config import FacesParams
 from styleforge.tasks import faces
 from styleforge.tasks.faces import (
     BadImage,
@@ -21,8 +23,6 @@ from styleforge.tasks.faces import (
     find_faces,
     load_image,
 )
-
-from styleforge.core.config import FacesParams
 
 DEFAULTS = FacesParams()
 

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import threading
-import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from styleforge.core.config import BaseParams, EvaluateParams, FacesParams, FinetuneParams
 from styleforge.model import losses
 from styleforge.model.checkpoint import (
     CheckpointError,
@@ -25,8 +26,6 @@ from styleforge.model.networks import ModelConfig
 from styleforge.model.train import NonFiniteLossError, Trainer
 from styleforge.tasks import base as base_stage
 from styleforge.tasks import finetune as finetune_stage
-
-from styleforge.core.config import BaseParams, EvaluateParams, FacesParams, FinetuneParams
 
 TINY = ModelConfig(size=16, style_dim=32, n_mlp=2, channel_max=32)
 BATCH = 4

@@ -24,6 +24,12 @@ from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.remote_connection import ChromeRemoteConnection
 from skimage import data
+from typer.testing import CliRunner
+
+from styleforge.app.cli import app
+from styleforge.app.samplesite import QuietThreadingHTTPServer, serve
+from styleforge.core import procs
+from styleforge.core.video import write_frames
 from styleforge.flows import gallery
 from styleforge.flows.release import file_at, git, release
 from styleforge.tasks import base as base_stage
@@ -33,12 +39,6 @@ from styleforge.tasks import finetune as finetune_stage
 from styleforge.tasks import portraits as portraits_stage
 from styleforge.tasks.scrape.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _free_port, _wait_for_driver
 from styleforge.tasks.stages import STAGES, run_stage
-from typer.testing import CliRunner
-
-from styleforge.app.cli import app
-from styleforge.app.samplesite import QuietThreadingHTTPServer, serve
-from styleforge.core import procs
-from styleforge.core.video import write_frames
 from tests.conftest import REPO
 from tests.test_nightly import make, nightly, project  # noqa: F401 (project: a fixture)
 

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 from scipy.stats import special_ortho_group
+
 from styleforge.model.metrics import (
     fid,
     frechet_distance,

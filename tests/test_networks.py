@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+
 from styleforge.model.layers import ModulatedConv2d, StyledConv, ToRGB
 from styleforge.model.networks import (
     ModelConfig,

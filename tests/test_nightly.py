@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from styleforge.flows.nightly import WorkspaceBusy, workspace_lock
-from styleforge.flows.release import Release, dvc, git, judge, release
 
 from styleforge.app.demo import sample_photos
 from styleforge.core.config import GateParams, NightlyParams
+from styleforge.flows.nightly import WorkspaceBusy, workspace_lock
+from styleforge.flows.release import Release, dvc, git, judge, release
 from tests.conftest import REPO, copy_project
 from tests.test_evaluate import detector_path, pinned  # noqa: F401 (detector_path: a fixture)
 from tests.test_schedule import prefect_server, scheduled
@@ -178,7 +178,7 @@ def nightly_summary(project: Path, deployment) -> dict:
 
 
 @pytest.mark.slow
-def test_nightly_deployment_publishes_then_rebuilds_nothing_then_refuses_a_held_workspace(tmp_path, detector_path):
+def test_nightly_deployment_publishes_then_rebuilds_nothing_then_refuses_a_held_workspace(tmp_path, detector_path):  # noqa: F811 (a fixture)
     from prefect.deployments import run_deployment
 
     from styleforge.app.samplesite import serve

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.autograd import gradcheck, gradgradcheck
+
 from styleforge.model.ops import (
     FusedLeakyReLU,
     backend,
@@ -22,7 +24,6 @@ from styleforge.model.ops import (
     upfirdn2d,
     upfirdn2d_ref,
 )
-from torch.autograd import gradcheck, gradgradcheck
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")

@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+
 from styleforge.model.ops import (
     backend,
     build,
@@ -25,7 +26,6 @@ from styleforge.model.ops import (
     upfirdn2d,
     upfirdn2d_ref,
 )
-
 from tests.conftest import REPO
 
 OPS = ("upfirdn2d", "fused_bias_act")

@@ -60,6 +60,7 @@ def test_repro_builds_then_is_a_noop_then_reruns_only_downstream(project):
 
 def test_prefect_flow_skips_when_up_to_date_and_force_rebuilds(project, monkeypatch):
     from prefect import get_client
+
     from styleforge.flows.dataset import dataset_flow
 
     monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ["PATH"])

@@ -9,6 +9,14 @@ import torch
 from matplotlib import cbook
 from PIL import Image
 from skimage import data
+
+from styleforge.core.config import (
+    FacesParams,
+    LpipsParams,
+    PortraitsParams,
+    ProjectionParams,
+)
+from styleforge.core.grid import tile_for
 from styleforge.model.checkpoint import save_checkpoint
 from styleforge.model.generate import to_uint8
 from styleforge.model.lpips import LPIPS, MultiScalePixelDistance, perceptual_distance
@@ -23,14 +31,6 @@ from styleforge.model.project import (
 from styleforge.tasks.faces import find_faces, load_image
 from styleforge.tasks.portraits import lpips_weights
 from styleforge.tasks.portraits import run as run_portraits
-
-from styleforge.core.config import (
-    FacesParams,
-    LpipsParams,
-    PortraitsParams,
-    ProjectionParams,
-)
-from styleforge.core.grid import tile_for
 
 SMALL_VGG = ((8, 8), (8, 8), (16, 16, 16), (16, 16, 16), (16, 16, 16))  # VGG16's layout, narrow
 

@@ -25,7 +25,7 @@ def stage_reports(project) -> set[str]:
 
 @pytest.mark.slow
 def test_metrics_diff_and_plots_diff_between_two_nightly_tags_cover_every_stage_and_the_curves(tmp_path,
-                                                                                               detector_path):
+                                                                                               detector_path):  # noqa: F811 (a fixture)
     from styleforge.app.samplesite import serve
 
     nightly = NightlyParams(remote=str(tmp_path / "remote"), gate=GateParams(margin=1e9))  # publish both nights

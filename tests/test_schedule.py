@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from styleforge.flows.nightly import workspace_lock
-from styleforge.flows.release import dvc
 
 from styleforge.app.server import running_server
+from styleforge.flows.nightly import workspace_lock
+from styleforge.flows.release import dvc
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent  # dvc and styleforge live beside this python

@@ -60,10 +60,9 @@ def stage(
     params: Path = typer.Option(Path("params.yaml"), help="params file, in the project root"),
 ) -> None:
     """Run one stage by hand (this is what dvc.yaml calls)."""
+    from styleforge.core import logs
     from styleforge.core.errors import UserError
     from styleforge.tasks.stages import UnknownStage, run_stage
-
-    from styleforge.core import logs
 
     logs.setup(params.parent / logs.LOGS_DIR / f"{name}.log")  # a log file per stage, every run appended
     try:
