@@ -49,24 +49,30 @@ from styleforge.core.io import atomic_write, atomic_write_bytes
 from styleforge.core.reports import REPORTS_DIR, read_report, report_path
 from styleforge.flows.gallery_html import STYLE, templates
 from styleforge.flows.release import METRICS_FILE, TAG_PREFIX, Release, ReleaseError, file_at, git, last_release
+from styleforge.tasks.paths import (
+    AUGMENT_SHEET,
+    BASE_LIVE,
+    BASE_SAMPLES,
+    BLEND_MODEL,
+    COMPARISON,
+    EVALUATE_SAMPLES,
+    FACES_SHEET,
+    FINETUNE_CHECKPOINTS,
+    FINETUNE_LIVE,
+    FINETUNE_SAMPLES,
+    PORTRAITS_DIR,
+    PORTRAITS_SHEET,
+    REJECTS_SHEET,
+    SEFA_FILE,
+    SWEEP_SHEET,
+)
 
 PAGE = REPORTS_DIR / "index.html"
 HISTORY = REPORTS_DIR / "history.html"
 RELEASES_DIR = REPORTS_DIR / "releases"  # <tag>/index.html: each night's page, committed with its release
 NIGHTLY_SUMMARY = REPORTS_DIR / "nightly.json"
 
-# Where the stages write what the page shows (tests/test_gallery.py holds these against the
-# stage modules' own names; importing them here would load torch for a page of files).
-FACES_SHEET, REJECTS_SHEET = REPORTS_DIR / "faces.png", REPORTS_DIR / "faces_rejects.png"
-AUGMENT_SHEET = REPORTS_DIR / "augment.png"
-BASE_SAMPLES = REPORTS_DIR / "base_samples.png"
-FINETUNE_SAMPLES, COMPARISON = REPORTS_DIR / "finetune_samples.png", REPORTS_DIR / "finetune_vs_base.png"
-SWEEP_SHEET = REPORTS_DIR / "blend_sweep.png"
-PORTRAITS_SHEET, PORTRAITS_DIR = REPORTS_DIR / "portraits.png", Path("data/portraits")
-EVALUATE_SAMPLES = REPORTS_DIR / "evaluate/samples.png"
-LIVE_DIRS = {"base": Path("dvclive/base"), "finetune": Path("dvclive/finetune")}
-FINETUNE_CHECKPOINTS = Path("data/finetune_ckpt")
-BLEND_MODEL, SEFA_FILE = Path("data/blend/model.pt"), Path("data/blend/sefa.npz")
+LIVE_DIRS = {"base": BASE_LIVE, "finetune": FINETUNE_LIVE}
 # the grid README's `styleforge edit` example writes; the page renders it when it is missing or stale
 EDIT_GRID = REPORTS_DIR / "edit.png"
 EDIT_SEEDS, EDIT_DIRECTIONS, EDIT_DEGREE = "0,1", 3, 5.0

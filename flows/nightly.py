@@ -2,7 +2,7 @@
 
 scrape (forced: it resumes from its manifest, so only new images are fetched) -> every other
 dvc.yaml stage in DVC's order (each reruns only if its inputs changed; evaluate writes
-reports/metrics.json) -> the metric gate -> publish (dvc push, commit, tag) or keep the last
+reports/evaluate.json) -> the metric gate -> publish (dvc push, commit, tag) or keep the last
 release and say why. One run per workspace at a time; a markdown artifact tells what happened.
 """
 

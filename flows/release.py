@@ -27,8 +27,9 @@ from datetime import date
 from pathlib import Path
 
 from styleforge.core.config import GateParams, NightlyParams
+from styleforge.core.reports import report_path
 
-METRICS_FILE = "reports/metrics.json"
+METRICS_FILE = str(report_path("evaluate"))  # reports/evaluate.json: FID, KID
 RELEASE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", METRICS_FILE)
 COMPARED_FILES = ("dvc.yaml", "params.yaml", METRICS_FILE)  # and the cached data, by `dvc diff`
 TAG_PREFIX = "nightly-"

@@ -25,6 +25,9 @@ Generator, `freeze_g: N` (counted from the lowest resolution) and `freeze_mappin
     `freeze_mapping` freezes the mapping network (style.*). FreezeG (Lee, `--finetune_loc L`)
     trains only the L highest-resolution blocks and freezes the mapping too:
     `freeze_g: log2(size) - 1 - L` with `freeze_mapping: true`.
+    `freeze_noise` freezes every layer's noise strength (*.noise.weight): fine-tuned toward a
+    flat or posterised look, the finest layer's strength grew 200x in 4 kimg and G drew the look's
+    texture as per-pixel speckle; the look belongs in the styles and weights.
 
 Frozen parameters get requires_grad=False and are left out of the optimiser, so they have no
 Adam state and stay bit-identical; gradients still flow *through* them (to D's input for R1,
@@ -58,7 +61,8 @@ def frozen_discriminator_names(d: nn.Module, config: ModelConfig, blocks: int) -
             if (m := _D_CONV.fullmatch(name)) and int(m.group(1)) <= blocks}
 
 
-def frozen_generator_names(g: nn.Module, config: ModelConfig, blocks: int, mapping: bool) -> set[str]:
+def frozen_generator_names(g: nn.Module, config: ModelConfig, blocks: int, mapping: bool,
+                           noise: bool = False) -> set[str]:
     if not 0 <= blocks <= max_freeze_g(config):
         raise ValueError(f"freeze_g must be 0..{max_freeze_g(config)} for a {config.size}x{config.size} "
                          f"generator (blocks from 4x4 up), got {blocks}")
@@ -66,7 +70,7 @@ def frozen_generator_names(g: nn.Module, config: ModelConfig, blocks: int, mappi
     frozen = set()
     for name, _ in g.named_parameters():
         res = generator_param_resolution(name)
-        if (res == 0 and mapping) or 0 < res <= top:
+        if (res == 0 and mapping) or 0 < res <= top or (noise and name.endswith(".noise.weight")):
             frozen.add(name)
     return frozen
 

@@ -24,8 +24,8 @@ quiet()  # Albumentations checks for updates at import unless told not to
 import albumentations as A  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-FACES_DIR = Path("data/faces")
-TRAIN_DIR = Path("data/train")
+from styleforge.tasks.paths import AUGMENT_SHEET, FACES_DIR, TRAIN_DIR
+
 GROUPS = ("geometric", "colour", "blur", "cutout")
 
 
@@ -130,7 +130,7 @@ def run(params: AugmentParams, root: Path = Path(".")) -> dict:
         report["outputs"] = len(records)
         report["resolution"] = resolution
         preview = [read_rgb(train_dir / r["file"]) for r in records[:32]]
-        save_sheet(root / "reports" / "augment.png", preview, [r["file"][:12] for r in records[:32]], tile=96)
+        save_sheet(root / AUGMENT_SHEET, preview, [r["file"][:12] for r in records[:32]], tile=96)
     write_report("augment", report, root)
     return report
 

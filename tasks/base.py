@@ -23,13 +23,9 @@ from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, build_networ
 from styleforge.model.convert import load_nvidia_pkl
 from styleforge.model.networks import ModelConfig
 from styleforge.model.train import Networks, Outputs, Trainer, TrainingSettings
+from styleforge.tasks.paths import BASE_CHECKPOINTS, BASE_LIVE, BASE_MODEL, BASE_SAMPLES
 from styleforge.tasks.quality import sample_faces
 from styleforge.tasks.training import LiveLog, RunFolders, run_key, write_sample_grid
-
-MODEL = Path("data/base/model.pt")
-CHECKPOINTS = Path("data/base_ckpt")
-LIVE_DIR = Path("dvclive/base")
-SAMPLES = Path("reports/base_samples.png")
 
 
 def load_any(path: Path):
@@ -48,12 +44,12 @@ def from_checkpoint(params: BaseParams, root: Path) -> dict:
         raise CheckpointError(f"base.checkpoint: {exc}") from None
     ckpt = load_any(path)
     d = None if NO_D_NOTE in ckpt.notes else ckpt.d  # a missing D stays visible to the finetune stage
-    save_checkpoint(root / MODEL, ckpt.config, ckpt.g, d, ckpt.g_ema, step=ckpt.step, augment=ckpt.augment)
-    (root / CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # nothing to resume: the folder stays empty
-    write_sample_grid(ckpt.g_ema, params.samples, params.seed, root / SAMPLES)
+    save_checkpoint(root / BASE_MODEL, ckpt.config, ckpt.g, d, ckpt.g_ema, step=ckpt.step, augment=ckpt.augment)
+    (root / BASE_CHECKPOINTS).mkdir(parents=True, exist_ok=True)  # nothing to resume: the folder stays empty
+    write_sample_grid(ckpt.g_ema, params.samples, params.seed, root / BASE_SAMPLES)
     summary = {"source": params.checkpoint, "file": str(path), "sha256": file_sha256(path), "step": ckpt.step,
                "config": ckpt.config.to_dict(), "notes": ckpt.notes}
-    live = LiveLog(root / LIVE_DIR, resume=False)
+    live = LiveLog(root / BASE_LIVE, resume=False)
     live.summary({"loaded": {"step": ckpt.step, "resolution": ckpt.config.size}})
     live.end()
     return summary
@@ -65,16 +61,16 @@ def from_scratch(params: BaseParams, root: Path) -> tuple[dict, bool]:
     torch.manual_seed(params.seed)  # the initial weights are part of the run
     g, d, g_ema = build_networks(config)
     dataset_dir = root / params.dataset
-    folders = RunFolders(root / CHECKPOINTS, run_key(params, "from-scratch", dataset_dir), params.keep_runs)
-    live = LiveLog(root / LIVE_DIR, resume=(folders.current / "latest.pt").exists())
+    folders = RunFolders(root / BASE_CHECKPOINTS, run_key(params, "from-scratch", dataset_dir), params.keep_runs)
+    live = LiveLog(root / BASE_LIVE, resume=(folders.current / "latest.pt").exists())
     trainer = Trainer(Networks(config, g, d, g_ema), TrainingSettings.of(params), dataset_dir,
-                      Outputs(folders.current, root / SAMPLES), hooks=live.hooks(saved=folders.saved))
+                      Outputs(folders.current, root / BASE_SAMPLES), hooks=live.hooks(saved=folders.saved))
     report = {"source": f"trained from scratch on {params.dataset}", "config": config.to_dict(),
               "run_key": folders.key, **trainer.run()}
     live.end()
     writer = trainer.ranks.rank == 0
     if writer:
-        save_checkpoint(root / MODEL, config, trainer.g, trainer.d, trainer.g_ema,
+        save_checkpoint(root / BASE_MODEL, config, trainer.g, trainer.d, trainer.g_ema,
                         step=trainer.step, augment=trainer.ada.state())
     return report, writer
 
@@ -90,7 +86,7 @@ def run(params: BaseParams, faces: FacesParams, root: Path = Path(".")) -> dict:
             summary, writer = from_scratch(params, root)
             report.update(summary)
         if writer:
-            report["quality"] = sample_faces(load_checkpoint(root / MODEL).g_ema, faces)
+            report["quality"] = sample_faces(load_checkpoint(root / BASE_MODEL).g_ema, faces)
     if writer:
         write_report("base", report, root)
     return report

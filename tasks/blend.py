@@ -13,13 +13,8 @@ from pathlib import Path
 from styleforge.core.config import BlendParams
 from styleforge.core.grid import save_sheet, tile_for
 from styleforge.core.reports import timed, write_report
+from styleforge.tasks.paths import BASE_MODEL, BLEND_MODEL, FINETUNED_MODEL, SEFA_FILE, SWEEP_SHEET
 
-BASE_MODEL = Path("data/base/model.pt")
-FINETUNED_MODEL = Path("data/finetune/model.pt")
-BLEND_DIR = Path("data/blend")
-BLEND_MODEL = BLEND_DIR / "model.pt"
-SEFA_FILE = BLEND_DIR / "sefa.npz"
-SWEEP_SHEET = Path("reports/blend_sweep.png")
 SWEEP_RESOLUTIONS = (8, 16, 32, 64, 128)
 
 

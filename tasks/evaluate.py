@@ -1,4 +1,4 @@
-"""evaluate: FID and KID of the fine-tuned G_ema against the training set -> reports/metrics.json.
+"""evaluate: FID and KID of the fine-tuned G_ema against the training set -> reports/evaluate.json.
 
 Generated images come from fixed seeds (seed .. seed+N-1; each seed fixes its z and its noise),
 so two nights differ only by their models. Features come from StyleGAN2-ADA's TorchScript
@@ -21,19 +21,16 @@ from PIL import Image
 from styleforge.core.config import EvaluateParams
 from styleforge.core.fetch import Unavailable, fetch
 from styleforge.core.grid import save_sheet
-from styleforge.core.io import atomic_write, atomic_write_json
-from styleforge.core.reports import read_report, report_path, timed
+from styleforge.core.io import atomic_write
+from styleforge.core.reports import read_report, report_path, timed, write_report
 from styleforge.model.checkpoint import load_generator
 from styleforge.model.generate import seed_z
 from styleforge.model.inception import extract_features, load_detector
 from styleforge.model.metrics import fid, kid
+from styleforge.tasks.paths import EVALUATE_PLOTS, FINETUNED_MODEL, TRAIN_DIR
 
-MODEL = Path("data/finetune/model.pt")
-TRAIN_DIR = Path("data/train")
-METRICS = Path("reports/metrics.json")
 # samples.png, pca_real.csv, pca_generated.csv: a cached DVC output, pushed with each release so
 # that `dvc plots diff TAG1 TAG2` can set any two nights side by side
-PLOTS_DIR = Path("reports/evaluate")
 GRID_SAMPLES = 32
 
 
@@ -45,10 +42,10 @@ def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
             weights = inception_weights(params, root)  # first: wrong weights fail before any work
         except Unavailable as exc:
             weights, report["skipped"] = None, f"no Inception weights: {exc}"
-        generator = load_generator(root / MODEL, map_location=device)
+        generator = load_generator(root / FINETUNED_MODEL, map_location=device)
         seeds = range(params.seed, params.seed + params.num_generated)
         grid = torch.cat(list(generate(generator, seeds[:GRID_SAMPLES], params.batch_size, device)))
-        save_sheet(root / PLOTS_DIR / "samples.png", list(grid.permute(0, 2, 3, 1).numpy()),
+        save_sheet(root / EVALUATE_PLOTS / "samples.png", list(grid.permute(0, 2, 3, 1).numpy()),
                    [f"seed {s}" for s in seeds[:GRID_SAMPLES]])
         real = generated = np.empty((0, 2))  # no features: empty PCA plots, so DVC still finds its outputs
         if weights is not None:
@@ -56,8 +53,8 @@ def run(params: EvaluateParams, root: Path = Path(".")) -> dict:
             real = extract_features(detector, training_images(root / TRAIN_DIR, params.batch_size), device)
             generated = extract_features(detector, generate(generator, seeds, params.batch_size, device), device)
             report.update(score(real, generated, params))
-        write_pca(root / PLOTS_DIR, real, generated)
-    atomic_write_json(root / METRICS, {"stage": "evaluate", **report})
+        write_pca(root / EVALUATE_PLOTS, real, generated)
+    write_report("evaluate", report, root)
     return report
 
 

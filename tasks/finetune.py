@@ -22,15 +22,16 @@ from styleforge.model.checkpoint import NO_D_NOTE, CheckpointError, load_checkpo
 from styleforge.model.freeze import frozen_discriminator_names, frozen_generator_names
 from styleforge.model.train import Networks, Outputs, Snapshot, Trainer, TrainingSettings
 from styleforge.tasks.evaluate import fid_meter
+from styleforge.tasks.paths import (
+    BASE_MODEL,
+    COMPARISON,
+    FINETUNE_CHECKPOINTS,
+    FINETUNE_LIVE,
+    FINETUNE_SAMPLES,
+    FINETUNED_MODEL,
+)
 from styleforge.tasks.quality import moved_toward_look, target_signature
 from styleforge.tasks.training import LiveLog, RunFolders, run_key
-
-BASE_MODEL = Path("data/base/model.pt")
-MODEL = Path("data/finetune/model.pt")
-CHECKPOINTS = Path("data/finetune_ckpt")
-LIVE_DIR = Path("dvclive/finetune")
-SAMPLES = Path("reports/finetune_samples.png")
-COMPARISON = Path("reports/finetune_vs_base.png")
 
 
 def load_base(path: Path):
@@ -53,29 +54,29 @@ def run(params: FinetuneParams, evaluate: EvaluateParams, faces: FacesParams, ro
                                   "set finetune.freeze_d: 0 (D then trains from scratch)")
         report["notes"] = base.notes
         frozen_d = frozen_discriminator_names(base.d, config, params.freeze_d)
-        frozen_g = frozen_generator_names(base.g, config, params.freeze_g, params.freeze_mapping)
+        frozen_g = frozen_generator_names(base.g, config, params.freeze_g, params.freeze_mapping, params.freeze_noise)
         dataset_dir = root / params.dataset
-        folders = RunFolders(root / CHECKPOINTS, run_key(params, file_sha256(base_path), dataset_dir), params.keep_runs)
+        folders = RunFolders(root / FINETUNE_CHECKPOINTS, run_key(params, file_sha256(base_path), dataset_dir), params.keep_runs)
         meter, unmeasured = fid_meter(evaluate, dataset_dir, root) if params.pick == "best" else (None, "pick: last")
         reference = copy.deepcopy(base.g_ema)  # the base as loaded: the trainer moves base.g_ema itself
-        live = LiveLog(root / LIVE_DIR, resume=(folders.current / "latest.pt").exists())
+        live = LiveLog(root / FINETUNE_LIVE, resume=(folders.current / "latest.pt").exists())
         trainer = Trainer(
             Networks(config, base.g, base.d, base.g_ema), TrainingSettings.of(params), dataset_dir,
-            Outputs(folders.current, root / SAMPLES, root / COMPARISON),
+            Outputs(folders.current, root / FINETUNE_SAMPLES, root / COMPARISON),
             frozen_g=frozen_g, frozen_d=frozen_d, reference_g=reference,
             hooks=live.hooks(saved=folders.saved, snapshot_metrics=meter, best_metric="fid"),
         )
         report.update(trainer.run())
         live.end()
         report.update(run_key=folders.key, resolution=config.size, freeze_d=params.freeze_d,
-                      freeze_g=params.freeze_g, freeze_mapping=params.freeze_mapping,
-                      frozen_d_blocks=_blocks(frozen_d), frozen_g_blocks=_blocks(frozen_g))
+                      freeze_g=params.freeze_g, freeze_mapping=params.freeze_mapping, freeze_noise=params.freeze_noise,
+                      frozen_d_blocks=_blocks(frozen_d), frozen_g_blocks=_blocks({n for n in frozen_g if not n.endswith(".noise.weight")}))
         if trainer.ranks.rank == 0:
             chosen, why = pick(trainer.snapshots(), params.pick, unmeasured)
             # the delivered model: that snapshot's networks and step (no optimiser state)
-            atomic_write(root / MODEL, lambda tmp: shutil.copyfile(chosen.checkpoint, tmp))
+            atomic_write(root / FINETUNED_MODEL, lambda tmp: shutil.copyfile(chosen.checkpoint, tmp))
             report["picked"] = {**chosen.to_json(), "why": why}
-            report["look"] = moved_toward_look(reference, load_checkpoint(root / MODEL).g_ema,
+            report["look"] = moved_toward_look(reference, load_checkpoint(root / FINETUNED_MODEL).g_ema,
                                                target_signature(dataset_dir, config.size), faces)
     if trainer.ranks.rank == 0:
         write_report("finetune", report, root)

@@ -31,12 +31,8 @@ from styleforge.core.grid import save_sheet, tile_for
 from styleforge.core.io import atomic_write
 from styleforge.core.reports import timed, write_report
 from styleforge.tasks.faces import BadImage, find_faces, load_image
+from styleforge.tasks.paths import BASE_MODEL, BLEND_MODEL, PORTRAITS_DIR, PORTRAITS_SHEET
 from styleforge.tasks.quality import has_face, look_distance, look_signature, target_signature
-
-BASE_MODEL = Path("data/base/model.pt")
-BLEND_MODEL = Path("data/blend/model.pt")
-PORTRAITS_DIR = Path("data/portraits")
-SHEET = Path("reports/portraits.png")
 
 
 class Skip(Exception):
@@ -56,7 +52,7 @@ def run(params: PortraitsParams, faces: FacesParams, root: Path = Path(".")) -> 
     report = make_portraits(
         photos, params, faces,
         base_model=root / BASE_MODEL, blend_model=root / BLEND_MODEL,
-        out_dir=root / PORTRAITS_DIR, sheet_path=root / SHEET, lpips_cache=root / params.lpips.cache_dir,
+        out_dir=root / PORTRAITS_DIR, sheet_path=root / PORTRAITS_SHEET, lpips_cache=root / params.lpips.cache_dir,
         look=root / params.look,
     )
     write_report("portraits", report, root)

@@ -19,12 +19,8 @@ from styleforge.core.video import write_frames
 from styleforge.model.checkpoint import load_generator
 from styleforge.model.project import load_latent
 from styleforge.model.walk import morph_frames, seed_keyframes, walk_frames
+from styleforge.tasks.paths import BASE_MODEL, BLEND_MODEL, FINETUNED_MODEL, PORTRAITS_DIR, VIDEOS
 
-BASE_MODEL = Path("data/base/model.pt")
-FINETUNED_MODEL = Path("data/finetune/model.pt")
-BLEND_MODEL = Path("data/blend/model.pt")
-PORTRAITS_DIR = Path("data/portraits")
-VIDEOS = Path("reports/videos")
 WALK_VIDEO = VIDEOS / "walk.mp4"
 
 

@@ -166,3 +166,42 @@ def test_a_change_makes_stale_exactly_the_stages_that_run_it_and_what_follows(tm
     assert stale_after("model/layers.py") == {"base", "finetune", "blend", "portraits", "evaluate", "walk"}
     assert stale_after("tasks/scrape/http.py") == {"scrape"}  # its outputs, unchanged here, decide the rest
     assert stale_after("tasks/augment.py") == {"augment"}
+
+
+def _paths_in_dvc_yaml() -> set[str]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    found = set()
+    for spec in stages.values():
+        for key in ("deps", "outs", "metrics", "plots"):
+            for entry in spec.get(key, []):
+                path = entry if isinstance(entry, str) else next(iter(entry))
+                if path.split("/")[0] in ("data", "reports", "dvclive"):
+                    found.add(path)
+    return found
+
+
+def test_each_output_path_is_named_once_in_tasks_paths_and_dvc_yaml_agrees():
+    """tasks/paths.py names where the stages write; dvc.yaml is the other place a path is said.
+    Each path of dvc.yaml is one of those names, inside one (a folder's files), or a stage report;
+    each name is in dvc.yaml, inside a path it declares, or holds one (dvclive/base)."""
+    from styleforge.core.reports import report_path
+    from styleforge.tasks import paths
+
+    named = {str(value) for name, value in vars(paths).items() if name.isupper() and isinstance(value, Path)}
+    named.discard(str(paths.REPORTS_DIR))
+    declared = _paths_in_dvc_yaml()
+    reports = {str(report_path(stage)) for stage in STAGES}
+
+    def under(path: str, folders: set[str]) -> bool:
+        return any(path == folder or path.startswith(folder + "/") for folder in folders)
+
+    assert [path for path in declared if not (under(path, named) or path in reports)] == []
+    assert [name for name in named if not (under(name, declared) or any(under(path, {name}) for path in declared))] == []
+    assert reports <= declared, "every stage's report is a dvc.yaml metric"
+    for module in ("styleforge.tasks.stages", "styleforge.flows.gallery"):  # no path said twice in the code
+        assert not re.search(r'Path\("(data|reports|dvclive)/', module_path(module).read_text()), module
+    literal = re.compile(r'= Path\("(data|reports|dvclive)/')
+    said_elsewhere = [str(path.relative_to(REPO)) for folder in ("tasks", "flows", "styleforge")
+                      for path in (REPO / folder).rglob("*.py")
+                      if path.name != "paths.py" and literal.search(path.read_text())]
+    assert said_elsewhere == []

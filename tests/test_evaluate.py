@@ -20,7 +20,7 @@ from styleforge.model.checkpoint import load_generator, save_checkpoint
 from styleforge.model.inception import extract_features, load_detector
 from styleforge.model.metrics import fid
 from styleforge.model.networks import ModelConfig
-from styleforge.tasks import evaluate
+from styleforge.tasks import evaluate, paths
 
 SIZE = 16
 # NVIDIA's detector is TorchScript, which torch 2.13 marks deprecated but still loads
@@ -44,8 +44,8 @@ def project(tmp_path):
     torch.manual_seed(0)
     config = ModelConfig(size=SIZE, style_dim=8, n_mlp=1, channel_base=64, channel_max=8)
     generator = config.generator()
-    save_checkpoint(tmp_path / evaluate.MODEL, config, generator, None, generator)
-    train = tmp_path / evaluate.TRAIN_DIR
+    save_checkpoint(tmp_path / paths.FINETUNED_MODEL, config, generator, None, generator)
+    train = tmp_path / paths.TRAIN_DIR
     train.mkdir(parents=True)
     rng = np.random.default_rng(0)
     names = [f"face{i}.png" for i in range(20)]
@@ -77,19 +77,19 @@ def params(**overrides) -> EvaluateParams:
 def test_metrics_come_from_the_detectors_features(project, detector_path):
     report = evaluate.run(params(**pinned(detector_path)), project)
 
-    assert json.loads((project / evaluate.METRICS).read_text())["fid"] == report["fid"]
+    assert json.loads((project / "reports/evaluate.json").read_text())["fid"] == report["fid"]
     assert report["num_real"] == 20 and report["num_generated"] == 24 and "skipped" not in report
     cpu = torch.device("cpu")
     detector = load_detector(detector_path, cpu)
-    real = extract_features(detector, evaluate.training_images(project / evaluate.TRAIN_DIR, 6), cpu)
-    generated = extract_features(detector, evaluate.generate(load_generator(project / evaluate.MODEL), range(24), 24, cpu), cpu)
+    real = extract_features(detector, evaluate.training_images(project / paths.TRAIN_DIR, 6), cpu)
+    generated = extract_features(detector, evaluate.generate(load_generator(project / paths.FINETUNED_MODEL), range(24), 24, cpu), cpu)
     assert report["fid"] == pytest.approx(fid(real, generated))
-    first_image = torch.from_numpy(np.array(Image.open(project / evaluate.TRAIN_DIR / "face0.png")))
+    first_image = torch.from_numpy(np.array(Image.open(project / paths.TRAIN_DIR / "face0.png")))
     alone = detector(first_image.permute(2, 0, 1)[None], return_features=True)[0]
     assert real[0] == pytest.approx(alone.tolist(), rel=1e-5)  # float32: batch size moves the last bit
-    with open(project / evaluate.PLOTS_DIR / "pca_generated.csv") as stream:
+    with open(project / paths.EVALUATE_PLOTS / "pca_generated.csv") as stream:
         assert len(list(csv.DictReader(stream))) == 24
-    assert (project / evaluate.PLOTS_DIR / "samples.png").exists()
+    assert (project / paths.EVALUATE_PLOTS / "samples.png").exists()
     assert report["dataset"] == {"images": 20, "duplicates": 6,
                                  "rejects": {"scrape": {"duplicate": 4, "near_duplicate": 2, "too_small": 1},
                                              "faces": {}, "augment": {"unreadable": 1}}}
@@ -103,11 +103,11 @@ def test_fixed_seeds_give_the_same_numbers_whatever_the_batch(project, detector_
 
 def test_no_weights_is_a_clear_skip_not_a_number(project):
     report = evaluate.run(params(), project)
-    metrics = json.loads((project / evaluate.METRICS).read_text())
+    metrics = json.loads((project / "reports/evaluate.json").read_text())
     assert metrics["fid"] is None and metrics["kid"] is None
     assert metrics["skipped"] == "no Inception weights: set evaluate.inception"
-    assert (project / evaluate.PLOTS_DIR / "samples.png").exists()  # DVC still finds every output
-    assert (project / evaluate.PLOTS_DIR / "pca_real.csv").read_text().strip() == "pc1,pc2"
+    assert (project / paths.EVALUATE_PLOTS / "samples.png").exists()  # DVC still finds every output
+    assert (project / paths.EVALUATE_PLOTS / "pca_real.csv").read_text().strip() == "pc1,pc2"
     assert report["dataset"]["images"] == 20
 
 

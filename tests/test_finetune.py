@@ -26,6 +26,7 @@ from styleforge.model.networks import ModelConfig
 from styleforge.model.train import NonFiniteLossError, Trainer
 from styleforge.tasks import base as base_stage
 from styleforge.tasks import finetune as finetune_stage
+from styleforge.tasks import paths
 
 TINY = ModelConfig(size=16, style_dim=32, n_mlp=2, channel_max=32)
 BATCH = 4
@@ -38,7 +39,7 @@ def make_base(root: Path, seed: int = 0) -> Path:
     with torch.no_grad():
         for p in g.parameters():
             p.add_(torch.randn_like(p) * 0.01)
-    return save_checkpoint(root / finetune_stage.BASE_MODEL, TINY, g, d, g_ema)
+    return save_checkpoint(root / paths.BASE_MODEL, TINY, g, d, g_ema)
 
 
 def make_dataset(folder: Path, count: int = 8, side: int = 24) -> Path:
@@ -74,12 +75,12 @@ def state(module_state: dict) -> dict:
 
 
 def latest_checkpoint(root: Path) -> Path:
-    (path,) = (root / finetune_stage.CHECKPOINTS).glob("*/latest.pt")
+    (path,) = (root / paths.FINETUNE_CHECKPOINTS).glob("*/latest.pt")
     return path
 
 
 def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(project, caplog):
-    base = load_checkpoint(project / finetune_stage.BASE_MODEL)
+    base = load_checkpoint(project / paths.BASE_MODEL)
     with caplog.at_level("INFO"):
         report = finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), project)
 
@@ -91,9 +92,9 @@ def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(pr
     for png in ("finetune_samples.png", "finetune_vs_base.png", "finetune.json"):
         assert (project / "reports" / png).stat().st_size > 0
 
-    tuned = load_checkpoint(project / finetune_stage.MODEL)
+    tuned = load_checkpoint(project / paths.FINETUNED_MODEL)
     frozen_d = frozen_discriminator_names(base.d, TINY, 1)
-    frozen_g = frozen_generator_names(base.g, TINY, 1, mapping=True)
+    frozen_g = frozen_generator_names(base.g, TINY, 1, mapping=True, noise=True)  # finetune.freeze_noise: true
     for name_set, before, after in [(frozen_d, base.d, tuned.d), (frozen_g, base.g, tuned.g),
                                     (frozen_g, base.g_ema, tuned.g_ema)]:
         after_params = dict(after.named_parameters())
@@ -110,7 +111,7 @@ def test_finetune_trains_unfrozen_layers_and_leaves_frozen_ones_bit_identical(pr
         assert len(ckpt[optim]["state"]) == trainable == len(ckpt[optim]["param_groups"][0]["params"])
 
     # the delivered model is what `styleforge generate` loads
-    image, _ = load_generator(project / finetune_stage.MODEL)([torch.randn(2, TINY.style_dim)])
+    image, _ = load_generator(project / paths.FINETUNED_MODEL)([torch.randn(2, TINY.style_dim)])
     assert image.shape == (2, 3, 16, 16)
 
 
@@ -138,8 +139,8 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path
     report = finetune_stage.run(params, EvaluateParams(), FacesParams(), cut)
     assert report["resumed_from_step"] == 3 and report["steps"] == 6
 
-    a = torch.load(full / finetune_stage.MODEL, weights_only=True)
-    b = torch.load(cut / finetune_stage.MODEL, weights_only=True)
+    a = torch.load(full / paths.FINETUNED_MODEL, weights_only=True)
+    b = torch.load(cut / paths.FINETUNED_MODEL, weights_only=True)
     for net in ("g", "d", "g_ema"):
         for name, tensor in a[net].items():
             assert torch.equal(tensor, b[net][name]), f"{net}.{name} differs after resume"
@@ -166,15 +167,15 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
         finetune_stage.run(finetune_params(steps=6, checkpoint_every=2), EvaluateParams(), FacesParams(), project)
     kept = load_checkpoint(latest_checkpoint(project))
     assert kept.step == 2 and all(torch.isfinite(p).all() for p in kept.g.parameters())
-    assert not (project / finetune_stage.MODEL).exists()
+    assert not (project / paths.FINETUNED_MODEL).exists()
 
 
 def test_missing_or_corrupt_base_checkpoint_is_a_clear_error(tmp_path):
     make_dataset(tmp_path / "data/train")
     with pytest.raises(CheckpointError, match=r"base model: .*no such checkpoint.*dvc repro base"):
         finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), tmp_path)
-    (tmp_path / finetune_stage.BASE_MODEL).parent.mkdir(parents=True)
-    (tmp_path / finetune_stage.BASE_MODEL).write_bytes(b"not a checkpoint")
+    (tmp_path / paths.BASE_MODEL).parent.mkdir(parents=True)
+    (tmp_path / paths.BASE_MODEL).write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"base model: .*cannot be read"):
         finetune_stage.run(finetune_params(), EvaluateParams(), FacesParams(), tmp_path)
 
@@ -197,7 +198,7 @@ def rosinality_file(path: Path) -> dict:
 def test_base_from_a_rosinality_file_and_from_a_url(tmp_path):
     raw = rosinality_file(tmp_path / "550000.pt")
     report = base_stage.run(BaseParams(checkpoint="550000.pt"), FacesParams(), tmp_path)
-    converted = load_checkpoint(tmp_path / base_stage.MODEL)
+    converted = load_checkpoint(tmp_path / paths.BASE_MODEL)
     assert report["step"] == 550000 and converted.config == TINY
     for name, tensor in raw["g_ema"].items():
         assert torch.equal(converted.g_ema.state_dict()[name], tensor)
@@ -232,5 +233,5 @@ def test_base_from_scratch_on_a_folder_of_mixed_photos_resumes_when_kimg_grows(t
     first = base_stage.run(BaseParams(kimg=2 * BATCH / 1000, **common), FacesParams(), tmp_path)
     second = base_stage.run(BaseParams(kimg=4 * BATCH / 1000, **common), FacesParams(), tmp_path)
     assert first["steps"] == 2 and second["resumed_from_step"] == 2 and second["steps"] == 4
-    assert load_checkpoint(tmp_path / base_stage.MODEL).config == ModelConfig(**model)
-    assert (tmp_path / base_stage.SAMPLES).exists()
+    assert load_checkpoint(tmp_path / paths.BASE_MODEL).config == ModelConfig(**model)
+    assert (tmp_path / paths.BASE_SAMPLES).exists()

@@ -32,11 +32,6 @@ from styleforge.core import procs
 from styleforge.core.video import write_frames
 from styleforge.flows import gallery
 from styleforge.flows.release import file_at, git, release
-from styleforge.tasks import base as base_stage
-from styleforge.tasks import blend as blend_stage
-from styleforge.tasks import evaluate as evaluate_stage
-from styleforge.tasks import finetune as finetune_stage
-from styleforge.tasks import portraits as portraits_stage
 from styleforge.tasks.scrape.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _free_port, _wait_for_driver
 from styleforge.tasks.stages import STAGES, run_stage
 from tests.conftest import REPO
@@ -269,7 +264,7 @@ def test_a_run_that_stopped_early_gets_a_page_that_says_what_is_missing(run_root
         "edits": ["no reports/edit.png nor data/blend/sefa.npz: the blend stage has not run"],
         "snapshots": ["no snapshots: reports/finetune.json is missing or lists none"],
         "videos": ["no reports/walk.json: the walk stage has not run"],
-        "metrics": ["no reports/metrics.json: the evaluate stage has not run"],
+        "metrics": ["no reports/evaluate.json: the evaluate stage has not run"],
         "params": ["no earlier nightly release in this history: nothing to compare with"],
     }
     assert not texts(browser, "header p a")  # history.html is not beside this page: no link to it
@@ -350,11 +345,3 @@ def test_each_release_keeps_its_page_and_the_history_links_every_night(
                              (clone / "reports/releases" / first).as_uri() + "/")
 
 
-def test_the_page_reads_where_the_stages_write():
-    assert gallery.SWEEP_SHEET == blend_stage.SWEEP_SHEET and gallery.SEFA_FILE == blend_stage.SEFA_FILE
-    assert gallery.BLEND_MODEL == blend_stage.BLEND_MODEL
-    assert (gallery.COMPARISON, gallery.FINETUNE_SAMPLES) == (finetune_stage.COMPARISON, finetune_stage.SAMPLES)
-    assert gallery.FINETUNE_CHECKPOINTS == finetune_stage.CHECKPOINTS and gallery.BASE_SAMPLES == base_stage.SAMPLES
-    assert gallery.LIVE_DIRS == {"base": base_stage.LIVE_DIR, "finetune": finetune_stage.LIVE_DIR}
-    assert (gallery.PORTRAITS_SHEET, gallery.PORTRAITS_DIR) == (portraits_stage.SHEET, portraits_stage.PORTRAITS_DIR)
-    assert gallery.EVALUATE_SAMPLES == evaluate_stage.PLOTS_DIR / "samples.png"

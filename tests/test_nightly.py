@@ -27,7 +27,7 @@ params = yaml.safe_load(open("params.yaml"))["make"]
 pathlib.Path("data").mkdir(exist_ok=True)
 pathlib.Path("data/model.bin").write_bytes(params["content"].encode() * 4096)
 pathlib.Path("reports").mkdir(exist_ok=True)
-pathlib.Path("reports/metrics.json").write_text(json.dumps({"fid": params["fid"]}))
+pathlib.Path("reports/evaluate.json").write_text(json.dumps({"fid": params["fid"]}))
 pathlib.Path("reports/run.json").write_text(json.dumps({"seconds": time.time()}))  # changes every run
 """
 
@@ -57,7 +57,7 @@ def project(tmp_path):
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"make": {
         "cmd": f"{sys.executable} make.py", "deps": ["make.py"], "params": ["make"],
         "outs": ["data/model.bin"],
-        "metrics": [{"reports/metrics.json": {"cache": False}}, {"reports/run.json": {"cache": False}}]}}}))
+        "metrics": [{"reports/evaluate.json": {"cache": False}}, {"reports/run.json": {"cache": False}}]}}}))
     (root / "params.yaml").write_text(yaml.safe_dump({"make": {"content": "v0", "fid": None}}))
     return init_repo(root, "pipeline")
 
@@ -106,7 +106,7 @@ def test_checkout_of_a_tag_and_dvc_pull_restore_the_model_byte_for_byte(project,
     git(clone, "checkout", "--quiet", tag)
     dvc(clone, "pull")
     assert (clone / "data/model.bin").read_bytes() == published
-    assert json.loads((clone / "reports/metrics.json").read_text()) == {"fid": 10.0}
+    assert json.loads((clone / "reports/evaluate.json").read_text()) == {"fid": 10.0}
 
 
 @pytest.mark.parametrize(

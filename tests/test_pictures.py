@@ -20,6 +20,7 @@ from styleforge.model.project import load_latent
 from styleforge.model.train import render_z
 from styleforge.tasks import blend as blend_stage
 from styleforge.tasks import finetune as finetune_stage
+from styleforge.tasks import paths
 from styleforge.tasks import portraits as portraits_stage
 from tests.test_finetune import TINY, finetune_params, make_base, make_dataset
 
@@ -37,14 +38,14 @@ def test_finetune_vs_base_shows_the_base_above_and_the_tuned_model_below(tmp_pat
     params = finetune_params(samples=6)
     finetune_stage.run(params, EvaluateParams(), FacesParams(), tmp_path)
 
-    base = load_checkpoint(tmp_path / finetune_stage.BASE_MODEL).g_ema.eval()
-    tuned = load_generator(tmp_path / finetune_stage.MODEL)
+    base = load_checkpoint(tmp_path / paths.BASE_MODEL).g_ema.eval()
+    tuned = load_generator(tmp_path / paths.FINETUNED_MODEL)
     z = sample_z(params.samples, params.seed)
-    tiles = sheet_tiles(tmp_path / finetune_stage.COMPARISON, 2 * 6, TINY.size, tile_for(TINY.size), 6, captioned=True)
+    tiles = sheet_tiles(tmp_path / paths.COMPARISON, 2 * 6, TINY.size, tile_for(TINY.size), 6, captioned=True)
     for got, want in zip(tiles, [*render_z(base, z), *render_z(tuned, z)], strict=True):
         assert np.array_equal(got, want)
     assert not np.array_equal(tiles[0], tiles[6]), "the fine-tune changed nothing: the test would prove nothing"
-    samples = sheet_tiles(tmp_path / finetune_stage.SAMPLES, 6, TINY.size, tile_for(TINY.size), 8, captioned=False)
+    samples = sheet_tiles(tmp_path / paths.FINETUNE_SAMPLES, 6, TINY.size, tile_for(TINY.size), 8, captioned=False)
     assert all(np.array_equal(a, b) for a, b in zip(samples, render_z(tuned, z), strict=True))
 
 
@@ -68,8 +69,8 @@ def test_blend_sweep_starts_with_the_base_and_ends_with_the_fine_tuned_model(bas
     params = BlendParams(swap_res=8, sweep_seeds=[0, 1, 2], sefa_components=2, truncation=0.7)
     columns = blend_stage.run(params, root)["sweep_columns"]
     assert columns == ["base", "cut 8", "finetuned"]
-    tiles = sheet_tiles(root / blend_stage.SWEEP_SHEET, 9, TINY.size, tile_for(TINY.size), 3, captioned=True)
-    blended = load_generator(root / blend_stage.BLEND_MODEL)
+    tiles = sheet_tiles(root / paths.SWEEP_SHEET, 9, TINY.size, tile_for(TINY.size), 3, captioned=True)
+    blended = load_generator(root / paths.BLEND_MODEL)
     for row, seed in enumerate(params.sweep_seeds):
         first, cut, last = tiles[3 * row: 3 * row + 3]
         assert np.array_equal(first, render_seeds(base, [seed], 0.7)[0])
@@ -92,10 +93,10 @@ def test_portraits_sheet_holds_input_reconstruction_and_portrait_per_photo(base_
     names = [r["name"] for r in report["results"]]
     assert names == ["astronaut", "mirrored"]
 
-    tiles = sheet_tiles(root / portraits_stage.SHEET, 6, TINY.size, tile_for(TINY.size), 3, captioned=True)
-    blended = load_generator(root / blend_stage.BLEND_MODEL)
+    tiles = sheet_tiles(root / paths.PORTRAITS_SHEET, 6, TINY.size, tile_for(TINY.size), 3, captioned=True)
+    blended = load_generator(root / paths.BLEND_MODEL)
     for row, name in enumerate(names):
-        folder = root / portraits_stage.PORTRAITS_DIR / name
+        folder = root / paths.PORTRAITS_DIR / name
         files = [np.asarray(Image.open(folder / f"{part}.png")) for part in ("input", "reconstruction", "portrait")]
         for got, want in zip(tiles[3 * row: 3 * row + 3], files, strict=True):
             assert np.array_equal(got, want)

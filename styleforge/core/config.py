@@ -315,6 +315,7 @@ class FinetuneParams(TrainParams):
     freeze_d: int = Field(3, ge=0, description="D blocks frozen from the image input (3 = NVIDIA --freezed 10)")
     freeze_g: int = Field(0, ge=0, description="G blocks frozen from 4x4 up")
     freeze_mapping: bool = Field(False, description="freeze the mapping network too")
+    freeze_noise: bool = Field(True, description="keep the base's noise strengths (else the look can turn into speckle)")
     pick: Literal["last", "best"] = Field(
         "last", description="which snapshot becomes data/finetune/model.pt: the last, or the best FID "
         "(measured at each snapshot when evaluate.inception is set; else the last, saying why)"

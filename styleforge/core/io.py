@@ -9,6 +9,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _default_file_mode() -> int:
+    """The mode open() gives a new file: 0o666 less the umask. Read once, at import: the umask
+    can only be read by setting it, which must not race with threads creating files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp makes its file 0600; a written file keeps the permissions a plain write would give it
+FILE_MODE = _default_file_mode()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call write(tmp_path) on a temp file beside path, then rename it into place."""
     path = Path(path)
@@ -18,6 +30,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -25,18 +25,16 @@ from tqdm import tqdm
 
 from styleforge.core.config import FacesParams
 from styleforge.core.images import BadImage, load_image
-from styleforge.core.reports import REPORTS_DIR, timed, write_report
+from styleforge.core.reports import timed, write_report
 from styleforge.tasks.faces.align import CropGeometry, align_face
 from styleforge.tasks.faces.cache import FacesCache, publish
 from styleforge.tasks.faces.detect import FaceCrop, Reject, find_faces
 from styleforge.tasks.faces.sheets import write_sheets
 from styleforge.tasks.faces.worker import Job, init_worker, process_file
+from styleforge.tasks.paths import FACES_DIR, MANIFEST, RAW_DIR
 
 __all__ = ["run", "load_image", "BadImage", "find_faces", "FaceCrop", "Reject", "align_face", "CropGeometry"]
 
-RAW_DIR = Path("data/raw")
-MANIFEST = RAW_DIR / "manifest.parquet"
-FACES_DIR = Path("data/faces")
 
 
 def run(params: FacesParams, root: Path = Path(".")) -> dict:
@@ -50,7 +48,7 @@ def run(params: FacesParams, root: Path = Path(".")) -> dict:
         records = [cached[job.sha256] for job in jobs]
         publish({face["file"]: cache.file(r["sha256"], face["file"]) for r in records for face in r["faces"]},
                 root / FACES_DIR)
-        write_sheets(records, cache, root / REPORTS_DIR)
+        write_sheets(records, cache, root)
         report.update(summarise(records, len(jobs) - len(todo), params, cache))
     write_report("faces", report, root)
     return {"stage": "faces", **report}

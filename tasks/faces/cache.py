@@ -19,8 +19,8 @@ import cv2
 from styleforge.core import images
 from styleforge.core.config import FacesParams
 from styleforge.core.io import atomic_write
+from styleforge.tasks.paths import FACES_CACHE
 
-CACHE_DIR = Path("data/cache/faces")
 # Settings that change how the work is done but never its result.
 NOT_IN_KEY = {"workers"}
 # The code that shapes what a photo yields -- this package and the image reader -- is hashed
@@ -43,7 +43,7 @@ def params_key(params: FacesParams) -> str:
 class FacesCache:
     def __init__(self, root: Path, params: FacesParams):
         self.key = params_key(params)
-        self.dir = root / CACHE_DIR / self.key
+        self.dir = root / FACES_CACHE / self.key
 
     def entry_dir(self, sha256: str) -> Path:
         return self.dir / sha256[:2]

@@ -11,20 +11,21 @@ import numpy as np
 
 from styleforge.core.grid import save_sheet
 from styleforge.tasks.faces.cache import FacesCache
+from styleforge.tasks.paths import FACES_SHEET, REJECTS_SHEET
 
 MAX_TILES = 64
 TILE = 144
 NO_PICTURE = np.full((TILE, TILE, 3), 64, np.uint8)  # a bad image has nothing to show
 
 
-def write_sheets(records: list[dict], cache: FacesCache, reports_dir: Path) -> tuple[Path, Path]:
+def write_sheets(records: list[dict], cache: FacesCache, root: Path) -> tuple[Path, Path]:
     crops = [(r["sha256"], face["file"]) for r in records for face in r["faces"]]
     crops = _spread(sorted(crops), MAX_TILES)
-    faces_sheet = save_sheet(reports_dir / "faces.png", [_read(cache.file(sha, name)) for sha, name in crops],
+    faces_sheet = save_sheet(root / FACES_SHEET, [_read(cache.file(sha, name)) for sha, name in crops],
                              tile=TILE)
     rejects = _one_of_each_reason_first([(r["sha256"], reject) for r in records for reject in r["rejects"]])
     rejects_sheet = save_sheet(
-        reports_dir / "faces_rejects.png",
+        root / REJECTS_SHEET,
         [_read(cache.file(sha, reject["thumb"])) if reject["thumb"] else NO_PICTURE for sha, reject in rejects],
         [_caption(reject) for _, reject in rejects],
         tile=TILE,

@@ -8,10 +8,9 @@ import pandas as pd
 
 from styleforge.core.config import ScrapeParams
 from styleforge.core.io import atomic_write
+from styleforge.tasks.paths import MANIFEST, RAW_DIR
 from styleforge.tasks.scrape.download import PILLOW_BOMB
 
-RAW_DIR = Path("data/raw")
-MANIFEST = RAW_DIR / "manifest.parquet"
 COLUMNS = {
     "url": "string",
     "page": "string",
