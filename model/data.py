@@ -16,7 +16,6 @@ from styleforge.core.images import load_image
 from styleforge.model.distributed import Ranks
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
-MAX_PIXELS = 100_000_000  # a training image past this is not a face crop: refuse before decoding
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +42,7 @@ class ImageFolder(Dataset):
             raise FileNotFoundError(f"training images: {len(missing)} listed in {folder}/dataset.json are missing, "
                                     f"e.g. {', '.join(missing[:3])}")
         self.resolution = resolution
-        self.source_resolution = declared or max(load_image(self.paths[0], MAX_PIXELS).shape[:2])
+        self.source_resolution = declared or max(load_image(self.paths[0]).shape[:2])
         if self.source_resolution != resolution:
             log.info("dataset %s is %dx%d, the model %dx%d: images are resized as they load", folder,
                      self.source_resolution, self.source_resolution, resolution, resolution)
@@ -52,7 +51,7 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = Image.fromarray(load_image(self.paths[index], MAX_PIXELS))
+        image = Image.fromarray(load_image(self.paths[index]))
         side = min(image.size)
         if image.width != image.height:
             left, top = (image.width - side) // 2, (image.height - side) // 2

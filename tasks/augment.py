@@ -17,6 +17,7 @@ import numpy as np
 from styleforge.core.config import AugmentParams
 from styleforge.core.env import quiet
 from styleforge.core.grid import save_sheet
+from styleforge.core.images import MAX_PIXELS, BadImage, load_image, open_image
 from styleforge.core.io import atomic_write_bytes, atomic_write_json
 from styleforge.core.reports import timed, write_report
 
@@ -88,13 +89,6 @@ def _jsonable(value):
     return value
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{path} is not a readable image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -106,9 +100,11 @@ def dataset_resolution(paths: list[Path]) -> int:
     """The faces stage writes one square size; take the most common longest side to be safe."""
     sides = Counter()
     for path in paths[:50]:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is not None:
-            sides[max(image.shape[:2])] += 1
+        try:
+            with open_image(path, MAX_PIXELS) as image:  # the header alone
+                sides[max(image.size)] += 1
+        except BadImage:
+            continue
     return sides.most_common(1)[0][0] if sides else 0
 
 
@@ -129,7 +125,7 @@ def run(params: AugmentParams, root: Path = Path(".")) -> dict:
                                                       "seed": params.seed, "images": records})
         report["outputs"] = len(records)
         report["resolution"] = resolution
-        preview = [read_rgb(train_dir / r["file"]) for r in records[:32]]
+        preview = [load_image(train_dir / r["file"]) for r in records[:32]]
         save_sheet(root / AUGMENT_SHEET, preview, [r["file"][:12] for r in records[:32]], tile=96)
     write_report("augment", report, root)
     return report
@@ -141,7 +137,7 @@ def augment_all(inputs: list[Path], params: AugmentParams, resolution: int, out_
     records = []
     for path in tqdm(inputs, desc="augment", unit="img"):
         try:
-            image = read_rgb(path)
+            image = load_image(path)
         except ValueError as exc:
             report["rejects"]["unreadable"] = report["rejects"].get("unreadable", 0) + 1
             report.setdefault("errors", []).append(str(exc))

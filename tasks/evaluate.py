@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from styleforge.core.config import EvaluateParams
 from styleforge.core.fetch import Unavailable, fetch
 from styleforge.core.grid import save_sheet
+from styleforge.core.images import load_image
 from styleforge.core.io import atomic_write
 from styleforge.core.reports import read_report, report_path, timed, write_report
 from styleforge.model.checkpoint import load_generator
@@ -132,7 +132,7 @@ def training_images(train_dir: Path, batch_size: int) -> Iterator[torch.Tensor]:
     if len(paths) < 2:
         raise ValueError(f"{train_dir} holds {len(paths)} images: FID and KID need at least 2")
     for start in range(0, len(paths), batch_size):
-        arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths[start : start + batch_size]]
+        arrays = [load_image(p) for p in paths[start : start + batch_size]]
         yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

@@ -1,6 +1,7 @@
 """The house: the built wheel holds every package in place, its floors point down
 (import-linter), and a non-editable install runs the compiled ops from its own files."""
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -55,12 +56,26 @@ def test_import_linter_contracts_hold(unpacked):
 
 def test_no_module_imports_the_generic_names_bare():
     """Only styleforge.model etc. exist once installed: a bare `import model` works in a checkout only."""
-    import re
-
     bare = re.compile(rf"^\s*(from|import) ({'|'.join(GENERIC_NAMES)})\b", re.M)
     offenders = [str(p.relative_to(REPO)) for folder in ("styleforge", "model", "tasks", "flows", "bench", "tests")
                  for p in (REPO / folder).rglob("*.py") if bare.search(p.read_text())]
     assert offenders == []
+
+
+# Files decoded elsewhere than styleforge/core/images.py, and why: scrape checks bytes off the wire
+# before they are a file (and then decodes them with its to_rgb); the run's page re-encodes
+# pictures it shows; grid.sheet_tiles reads a sheet back for the tests.
+OWN_DECODERS = {"tasks/scrape/download.py", "flows/gallery.py", "styleforge/core/grid.py", "styleforge/core/images.py",
+                "styleforge/app/samplesite.py"}
+
+
+def test_one_image_reader():
+    """Every stage reads images through styleforge.core.images.load_image: one rule for 16-bit,
+    EXIF, CMYK, palette and transparency, one pixel cap."""
+    decoders = re.compile(r"\b(Image\.open|cv2\.imread|imageio\.v?\d?\.?imread|iio\.imread)\(")
+    found = sorted(str(path.relative_to(REPO)) for folder in ("tasks", "model", "flows", "styleforge")
+                   for path in (REPO / folder).rglob("*.py") if decoders.search(path.read_text()))
+    assert set(found) <= OWN_DECODERS, set(found) - OWN_DECODERS
 
 
 def test_a_non_editable_install_runs_generate_on_the_cpp_backend(wheel, tmp_path):

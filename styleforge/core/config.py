@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from styleforge.core import images
 from styleforge.core.errors import UserError
 
 PARAMS_FILE = "params.yaml"
@@ -120,7 +121,7 @@ class ScrapeParams(Section):
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each try")
     max_retry_after_s: float = Field(60.0, ge=0, description="longest Retry-After honoured")
     max_bytes: int = Field(20_000_000, ge=1024, description="largest image file accepted, checked while streaming")
-    max_pixels: int = Field(40_000_000, ge=1, description="decoded size cap: bigger is a decompression bomb")
+    max_pixels: int = Field(images.MAX_PIXELS, ge=1, description="decoded size cap: bigger is a decompression bomb")
     min_side: int = Field(64, ge=1, description="images smaller than this on either side are rejected")
     content_types: list[str] = Field(
         default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff"],
@@ -164,7 +165,7 @@ class FacesParams(Section):
     detect_side: int = Field(
         640, ge=64, description="longest side of the copy searched: bounds the cost and the smallest face found"
     )
-    max_pixels: int = Field(40_000_000, ge=1, description="decoded size cap: bigger is a decompression bomb")
+    max_pixels: int = Field(images.MAX_PIXELS, ge=1, description="decoded size cap: bigger is a decompression bomb")
     workers: int = Field(0, ge=0, description="processes; 0 uses every core")
 
 

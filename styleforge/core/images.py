@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 TRANSPARENT_FILL = (255, 255, 255)
 # 16-bit grayscale; Pillow opens some (TIFF, PNG in older versions) as 32-bit "I" holding 0-65535.
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+# Decoded size cap: an image past this is a decompression bomb (scrape.max_pixels and
+# faces.max_pixels default to it; the stages reading their own outputs use it as is).
+MAX_PIXELS = 40_000_000
 
 
 class BadImage(ValueError):
@@ -26,7 +29,7 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def load_image(path: str | Path, max_pixels: int) -> np.ndarray:
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode path as upright (EXIF orientation applied), writable RGB uint8 (H, W, 3)."""
     image = open_image(path, max_pixels)
     try:

@@ -6,10 +6,10 @@ from collections import defaultdict
 from itertools import chain, zip_longest
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from styleforge.core.grid import save_sheet
+from styleforge.core.images import BadImage, load_image
 from styleforge.tasks.faces.cache import FacesCache
 from styleforge.tasks.paths import FACES_SHEET, REJECTS_SHEET
 
@@ -56,5 +56,7 @@ def _caption(reject: dict) -> str:
 
 
 def _read(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return NO_PICTURE if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return load_image(path)
+    except BadImage:
+        return NO_PICTURE

@@ -10,11 +10,11 @@ import io
 from dataclasses import dataclass
 
 import imagehash
-import numpy as np
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styleforge.core.config import ScrapeParams
+from styleforge.core.images import to_rgb
 from styleforge.tasks.scrape.addresses import BlockedAddress
 from styleforge.tasks.scrape.http import DeadlineExceeded, Fetcher, TooLarge, describe
 
@@ -76,6 +76,7 @@ def inspect_image(data: bytes, content_type: str, params: ScrapeParams) -> Downl
             image.load()
             upright = ImageOps.exif_transpose(image)
             image_format = image.format
+            rgb = to_rgb(upright)  # the one decode rule (16-bit, CMYK, palette) of every stage
     except Image.DecompressionBombError as exc:
         return Download("too_large", f"{PILLOW_BOMB}: {exc}", content_type, len(data))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -84,11 +85,11 @@ def inspect_image(data: bytes, content_type: str, params: ScrapeParams) -> Downl
         "ok",
         content_type=content_type,
         size=len(data),
-        width=upright.width,
-        height=upright.height,
+        width=rgb.shape[1],
+        height=rgb.shape[0],
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=str(imagehash.phash(_eight_bit(upright))),
+        phash=str(imagehash.phash(Image.fromarray(rgb))),
         extension=EXTENSIONS.get(image_format, f".{image_format.lower()}"),
     )
 
@@ -99,14 +100,6 @@ def _size_rejection(width: int, height: int, params: ScrapeParams) -> tuple[str,
     if min(width, height) < params.min_side:
         return "too_small", f"{width}x{height} has a side under min_side {params.min_side}"
     return None
-
-
-def _eight_bit(image: Image.Image) -> Image.Image:
-    """Pillow's convert("L") clips 16- and 32-bit integer pixels at 255 (a white image, and so a
-    meaningless hash); keep their top 8 bits instead."""
-    if image.mode.startswith("I"):
-        return Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8))
-    return image
 
 
 def media_type(header: str) -> str:
