@@ -1,11 +1,14 @@
 """The sample site: deterministic images in the promised formats, served with its feed and rules."""
 
 import hashlib
+import io
+from urllib.parse import urljoin
 
 import requests
 from PIL import Image, ImageOps
 
 from styleforge.app.samplesite import build_site, serve
+from tests.conftest import REPO
 
 
 def digests(root):
@@ -45,3 +48,44 @@ def test_served_site_has_absolute_urls_robots_rules_and_a_finite_feed():
         assert requests.get(f"{base_url}/api/scroll?batch=5", timeout=5).status_code == 404
         assert requests.get(f"{base_url}/img/", timeout=5).status_code == 404, "no folder listings"
         assert requests.get(f"{base_url}/img/face-001.webp", timeout=5).status_code == 404
+
+
+def test_the_game_pages_show_every_public_face_in_the_game_look_once():
+    """The demo's target look: the static game page and the game feed together hold each public
+    face once, each a cel-shaded copy of that face (few tones of the ramp, outlines), and the
+    faces stage finds a face in most of them."""
+    import numpy as np
+
+    from styleforge.app.samplesite import GAME_FACES, GAME_LEVELS, GAME_OUTLINE
+    from styleforge.core.config import load_params
+    from styleforge.tasks.quality import face_rate
+
+    with serve() as base_url:
+        page_url = f"{base_url}/game/index.html"
+        static = [urljoin(page_url, src) for src in _image_sources(requests.get(page_url, timeout=5).text)]
+        fed, batch = [], 0
+        while batch is not None:
+            answer = requests.get(f"{base_url}/api/scroll", params={"feed": "game", "batch": batch}, timeout=5).json()
+            fed += [urljoin(base_url, item["src"]) for item in answer["images"]]
+            batch = answer["next"]
+        assert all("/game/img/" in url for url in static + fed)
+        assert sorted(url.rsplit("/", 1)[1] for url in static + fed) == [f"face-{index:03d}.png" for index in GAME_FACES]
+
+        def fetch(url: str) -> np.ndarray:
+            return np.asarray(Image.open(io.BytesIO(requests.get(url, timeout=5).content)).convert("RGB"))
+
+        for index in (GAME_FACES[0], GAME_FACES[-1]):
+            game, photo = fetch(f"{base_url}/game/img/face-{index:03d}.png"), fetch(f"{base_url}/img/face-{index:03d}.jpg")
+            tones = {tuple(int(v) for v in c) for c in game.reshape(-1, 3)}
+            assert 3 <= len(tones - {GAME_OUTLINE}) <= GAME_LEVELS, f"a few flat tones (and outlines), not {len(tones)}"
+            # the same face: the game picture's light and dark follow the photo's
+            light = np.asarray(Image.fromarray(game).convert("L").resize(photo.shape[1::-1]), np.float32)
+            assert np.corrcoef(light.ravel(), photo.mean(axis=2).ravel())[0, 1] > 0.5
+        faces = load_params(REPO / "params.yaml").faces  # the demo's: eyes not required of flat art
+        assert face_rate([fetch(url) for url in (static + fed)[::4]], faces) >= 0.8
+
+
+def _image_sources(html: str) -> list[str]:
+    from bs4 import BeautifulSoup
+
+    return [img["src"] for img in BeautifulSoup(html, "html.parser").find_all("img")]
