@@ -77,7 +77,7 @@ def sample_faces(generator, faces: FacesParams) -> dict:
 def target_signature(folder, side: int) -> np.ndarray:
     """The look signature of the target set: the training images (dataset.json's, else all)."""
     from styleforge.core.images import load_image
-    from styleforge.model.data import MAX_PIXELS, list_images
+    from styleforge.model.data import list_images
 
     try:
         paths, _ = list_images(folder)
@@ -85,7 +85,7 @@ def target_signature(folder, side: int) -> np.ndarray:
         raise UserError(f"the target look: {exc}") from None
     if not paths:
         raise UserError(f"the target look: no images in {folder}")
-    return look_signature([load_image(path, MAX_PIXELS) for path in paths], side)
+    return look_signature([load_image(path) for path in paths], side)
 
 
 def moved_toward_look(base, finetuned, target: np.ndarray, faces: FacesParams) -> dict:
