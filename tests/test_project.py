@@ -149,7 +149,9 @@ def test_portraits_stage_skips_bad_photos_and_renders_the_rest(generator, tmp_pa
         report = run_portraits(params, FacesParams(margin=0.5), root=tmp_path)
     assert (report["photos"], report["portraits"], report["skipped"]) == (3, 1, 2)
     by_photo = {Path(r["photo"]).name: r for r in report["results"]}
-    assert by_photo["coffee.png"]["reason"] == "no_face"
+    # nothing a face: no window at all, or only ones the faces stage refuses (a 48 px window of
+    # confidence 1.5 on the cup, too small and too unsure)
+    assert set(by_photo["coffee.png"]["reason"].split(",")) <= {"no_face", "too_small", "low_confidence"}
     assert by_photo["corrupt.jpg"]["reason"].startswith("bad_image:")
     assert report["distance"] == "pixel_multiscale"
     assert by_photo["astronaut.png"]["distance"] < by_photo["astronaut.png"]["start_distance"]
