@@ -374,7 +374,10 @@ class Trainer:
         window: dict[str, list[float]] = defaultdict(list)
         first_step, train_seconds, window_seconds = self.step, 0.0, 0.0
         total_kimg = self.kimg_at(self.total_steps)
-        bar = tqdm(total=round(total_kimg, 3), initial=round(self.kimg_at(self.step), 3), unit="kimg",
+        if self.step > self.total_steps:  # kimg lowered after the run got further: it ends where it is
+            log.info("this run is at %.3f kimg, past kimg %.3f: nothing left to train", self.kimg_at(self.step),
+                     total_kimg)
+        bar = tqdm(total=round(total_kimg, 3), initial=round(min(self.kimg_at(self.step), total_kimg), 3), unit="kimg",
                    disable=not writer, bar_format="{l_bar}{bar}| {n:.3f}/{total:.3f} kimg [{elapsed}<{remaining}{postfix}]")
         while self.step < self.total_steps:
             started = time.perf_counter()
