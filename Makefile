@@ -13,7 +13,7 @@ demo: $(STAMP)
 	styleforge demo
 
 test: $(STAMP)
-	python -m pytest -q
+	python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	python bench/faces.py
