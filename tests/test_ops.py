@@ -338,4 +338,3 @@ def test_concurrent_builds_share_one_compile_despite_stale_lock(tiny_sources, tm
 def test_unchanged_sources_reload_without_compiling(tmp_path):
     report = child_report(run_child(build.SOURCE_DIR, build.cache_root(), mode="cpp"))
     assert report["errors"] == [] and report["info"]["compiled"] is False
-    assert report["info"]["seconds"] < 10
