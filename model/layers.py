@@ -183,8 +183,12 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(input, weight, padding=self.padding)
 
         if self.demodulate:
-            modulated = weight.unsqueeze(0) * style.view(batch, 1, in_channel, 1, 1)
-            demod = torch.rsqrt(modulated.square().sum([2, 3, 4]) + 1e-8)
+            # sum over (in, kh, kw) of (weight * style)^2, as style^2 @ (sum over kh, kw of weight^2)^T:
+            # the same sum without building the [N, out, in, kh, kw] modulated weights, whose
+            # forward and (double) backward cost as much as a conv on the CPU. In float32 even
+            # under bf16 autocast, as the elementwise form was (fp32 weight promotes the style).
+            with torch.autocast(input.device.type, enabled=False):
+                demod = torch.rsqrt(style.float().square() @ weight.float().square().sum([2, 3]).t() + 1e-8)
             out = out * demod.view(batch, self.out_channel, 1, 1)
         return out
 
