@@ -13,7 +13,8 @@ QUIET_ENV = {
     "SE_AVOID_STATS": "true",
     # OpenMP threads that spin while they wait turn any other load on the CPU into a collapse: a
     # fine-tune step on 2 cores beside one busy process ran 28x slower (697 s/kimg against 25);
-    # waiting passively, a conv step under that load took 0.9 s against 4.0 (1 thread: 0.82).
+    # waiting passively, a conv step under that load took 0.9 s against 4.0 (1 thread: 0.82); on
+    # the idle machine it costs about 5% (0.49 s against 0.46).
     # Set before torch loads OpenMP, so every process styleforge starts (dvc's stages) has it.
     "OMP_WAIT_POLICY": "PASSIVE",
 }
