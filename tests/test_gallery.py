@@ -22,18 +22,16 @@ import torch
 import yaml
 from PIL import Image
 from selenium import webdriver
-from selenium.webdriver.chrome.remote_connection import ChromeRemoteConnection
 from skimage import data
 from typer.testing import CliRunner
 
 from styleforge.app.cli import app
 from styleforge.app.samplesite import QuietThreadingHTTPServer, serve
-from styleforge.core import procs
 from styleforge.core.video import write_frames
 from styleforge.flows import gallery
 from styleforge.flows.release import file_at, git, release
-from styleforge.tasks.scrape.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _free_port, _wait_for_driver
 from styleforge.tasks.stages import STAGES, run_stage
+from tests.browser import browser_log, chromium, requests_sent
 from tests.conftest import REPO
 from tests.test_nightly import make, nightly, project  # noqa: F401 (project: a fixture)
 
@@ -123,43 +121,21 @@ class Browser:
             videos: [...document.querySelectorAll('video')].map(v => [v.currentSrc, v.readyState,
                                                                        v.error && v.error.code]),
         }""")
-        events = [json.loads(entry["message"])["message"] for entry in self._log("performance")]
-        seen["requests"] = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
-        seen["errors"] = [entry for entry in self._log("browser") if entry["level"] == "SEVERE"]
+        seen["requests"] = requests_sent(self.driver)
+        seen["errors"] = [entry for entry in browser_log(self.driver, "browser") if entry["level"] == "SEVERE"]
         return seen
-
-    def _log(self, kind: str) -> list[dict]:
-        return self.driver.execute("getLog", {"type": kind})["value"]
 
     def _drain(self) -> None:
         for kind in ("performance", "browser"):
-            self._log(kind)
+            browser_log(self.driver, kind)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """One Chromium for the module, and an HTTP server over every test's temp folder."""
     served_root = tmp_path_factory.getbasetemp()
-    with served(served_root) as server:
-        port = _free_port()
-        process = procs.start([CHROMEDRIVER, f"--port={port}"], grace_s=2, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-        try:
-            options = webdriver.ChromeOptions()
-            options.binary_location = CHROMIUM
-            for flag in CHROMIUM_FLAGS:
-                if not flag.startswith(("--blink-settings=imagesEnabled", "--proxy-bypass-list")):
-                    options.add_argument(flag)
-            options.add_argument(f"--proxy-server=http://127.0.0.1:{_free_port()}")  # nobody listens there
-            options.add_argument(f"--proxy-bypass-list=<-loopback>;{server.removeprefix('http://')}")
-            options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-            driver = webdriver.Remote(ChromeRemoteConnection(_wait_for_driver(process, port)), options=options)
-            try:
-                yield Browser(driver, server, served_root)
-            finally:
-                driver.quit()
-        finally:
-            procs.stop(process, timeout_s=10)
+    with served(served_root) as server, chromium(bypass=server.removeprefix("http://")) as driver:
+        yield Browser(driver, server, served_root)
 
 
 def assert_whole_and_offline(seen: dict, folder_url: str) -> None:

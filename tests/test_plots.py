@@ -3,28 +3,23 @@ plots) on real DVCLive output of the base and finetune stages on tiny models, op
 file system in headless Chromium: every training chart draws its curves with kimg on x, and no
 request leaves the file system."""
 
-import json
 import re
 import shutil
 import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.remote_connection import ChromeRemoteConnection
 
 from plot_templates.build import cdn_packages
-from styleforge.core import procs
 from styleforge.core.config import BaseParams, EvaluateParams, FacesParams, FinetuneParams
 from styleforge.tasks import base as base_stage
 from styleforge.tasks import finetune as finetune_stage
-from styleforge.tasks.scrape.browser import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS, _free_port, _wait_for_driver
 from styleforge.tasks.training import KIMG_CURVES, LiveLog
+from tests.browser import browser_log, chromium, requests_sent
 from tests.conftest import REPO, copy_project
 from tests.test_finetune import make_dataset
 
@@ -88,36 +83,6 @@ def trained(tmp_path_factory) -> Path:
     return root
 
 
-@contextmanager
-def chromium():
-    """Headless Chromium as the scraper runs it (chromedriver under the process supervisor), but
-    with images shown, every non-file request sent to a proxy that is not there, and Chrome's
-    network events and console kept."""
-    port = _free_port()
-    process = procs.start([CHROMEDRIVER, f"--port={port}"], grace_s=2, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-    try:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in CHROMIUM_FLAGS:
-            if "imagesEnabled" not in flag:
-                options.add_argument(flag)
-        options.add_argument(f"--proxy-server=http://127.0.0.1:{_free_port()}")
-        options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-        driver = webdriver.Remote(ChromeRemoteConnection(_wait_for_driver(process, port)), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
-    finally:
-        procs.stop(process, timeout_s=10)
-
-
-def requests_sent(driver) -> list[str]:
-    events = [json.loads(entry["message"])["message"] for entry in driver.execute("getLog", {"type": "performance"})["value"]]
-    return [event["params"]["request"]["url"] for event in events if event["method"] == "Network.requestWillBeSent"]
-
-
 def test_kimg_curves_start_empty_and_a_resumed_run_replaces_what_the_killed_one_logged_past_its_checkpoint(tmp_path):
     def rows(group: str) -> list[list[str]]:
         return [line.split("\t") for line in (tmp_path / "plots/kimg" / f"{group}.tsv").read_text().splitlines()]
@@ -164,7 +129,7 @@ def test_dvc_plots_show_draws_every_training_chart_offline_with_kimg_on_x(traine
         drawn = driver.execute_async_script(CHARTS)
         shown = driver.execute_script("return [...document.images].map(i => [i.src, i.complete && i.naturalWidth]);")
         sent = requests_sent(driver)
-        console = driver.execute("getLog", {"type": "browser"})["value"]
+        console = browser_log(driver, "browser")
 
     assert sorted(chart["title"] for chart in drawn) == sorted(charts), drawn
     for chart in drawn:
