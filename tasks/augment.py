@@ -20,12 +20,11 @@ from styleforge.core.grid import save_sheet
 from styleforge.core.images import MAX_PIXELS, BadImage, load_image, open_image
 from styleforge.core.io import atomic_write_bytes, atomic_write_json
 from styleforge.core.reports import timed, write_report
+from styleforge.tasks.paths import AUGMENT_SHEET, FACES_DIR, TRAIN_DIR
 
 quiet()  # Albumentations checks for updates at import unless told not to
 import albumentations as A  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-
-from styleforge.tasks.paths import AUGMENT_SHEET, FACES_DIR, TRAIN_DIR
 
 GROUPS = ("geometric", "colour", "blur", "cutout")
 

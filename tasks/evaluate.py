@@ -29,8 +29,6 @@ from styleforge.model.inception import extract_features, load_detector
 from styleforge.model.metrics import fid, kid
 from styleforge.tasks.paths import EVALUATE_PLOTS, FINETUNED_MODEL, TRAIN_DIR
 
-# samples.png, pca_real.csv, pca_generated.csv: a cached DVC output, pushed with each release so
-# that `dvc plots diff TAG1 TAG2` can set any two nights side by side
 GRID_SAMPLES = 32
 
 

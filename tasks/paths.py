@@ -38,7 +38,9 @@ SWEEP_SHEET = REPORTS_DIR / "blend_sweep.png"
 PORTRAITS_DIR = Path("data/portraits")
 PORTRAITS_SHEET = REPORTS_DIR / "portraits.png"
 # evaluate
-EVALUATE_PLOTS = REPORTS_DIR / "evaluate"  # samples.png, pca_real.csv, pca_generated.csv
+# samples.png, pca_real.csv, pca_generated.csv: a cached DVC output, pushed with each release so
+# that `dvc plots diff TAG1 TAG2` can set any two nights side by side
+EVALUATE_PLOTS = REPORTS_DIR / "evaluate"
 EVALUATE_SAMPLES = EVALUATE_PLOTS / "samples.png"
 # walk
 VIDEOS = REPORTS_DIR / "videos"

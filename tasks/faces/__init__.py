@@ -36,7 +36,6 @@ from styleforge.tasks.paths import FACES_DIR, MANIFEST, RAW_DIR
 __all__ = ["run", "load_image", "BadImage", "find_faces", "FaceCrop", "Reject", "align_face", "CropGeometry"]
 
 
-
 def run(params: FacesParams, root: Path = Path(".")) -> dict:
     report: dict = {}
     with timed(report):
