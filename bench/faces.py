@@ -12,6 +12,9 @@ exactly one face, at a known place. Then, on the same worker count:
   faces        tasks.faces.run on a cold cache
   recall       the share of photos whose face was written (a crop whose box is centred on it);
                false_faces counts the crops that are not on it
+  scan         decode, the search copy and the one Haar pass over all of it that proposes
+               candidates (tasks.faces.detect.propose), nothing else: the least this method pays
+               per photo, so scan_vs_baseline is a floor under faces_vs_baseline
   incremental  5% more photos added, tasks.faces.run again (cache warm)
 --against REV also runs the stage as it is at git revision REV (its own code, unpacked from the
 repository) on the same photos: both methods' ratio and recall, measured in the same conditions.
@@ -51,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from styleforge.core.config import FacesParams  # noqa: E402
 from styleforge.core.images import load_image  # noqa: E402
+from styleforge.tasks.faces.detect import propose, search_copy  # noqa: E402
 from styleforge.tasks.faces.worker import init_worker  # noqa: E402
 
 TARGETS = {"faces_vs_baseline": 2.5, "incremental_fraction": 0.15}
@@ -135,11 +139,18 @@ def decode_and_resize(path: Path, params: FacesParams) -> tuple[int, int]:
     return cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).shape[:2]
 
 
-def baseline(paths: list[Path], params: FacesParams, workers: int) -> float:
+def decode_and_scan(path: Path, params: FacesParams) -> int:
+    rgb = load_image(path, params.max_pixels)
+    small, _ = search_copy(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), params.detect_side)
+    return len(propose(small))
+
+
+def pooled(work, paths: list[Path], params: FacesParams, workers: int) -> float:
+    """Seconds to run work(path, params) over paths on the stage's kind of process pool."""
     start = time.perf_counter()
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker) as pool:
-        list(pool.map(partial(decode_and_resize, params=params), paths, chunksize=4))
+        list(pool.map(partial(work, params=params), paths, chunksize=4))
     return time.perf_counter() - start
 
 
@@ -193,7 +204,7 @@ def _centred_on(box: list[int], face: tuple[float, float, float, float]) -> bool
 def measure(root: Path, rows: list[dict], params: FacesParams, workers: int, code: Path | None) -> dict:
     """One cold faces run beside a baseline measured just before it, so both meet the same load."""
     shutil.rmtree(root / "data" / "cache", ignore_errors=True)
-    baseline_s = baseline([root / "data" / "raw" / row["path"] for row in rows], params, workers)
+    baseline_s = pooled(decode_and_resize, [root / "data" / "raw" / row["path"] for row in rows], params, workers)
     faces_s, report = run_stage(root, params, code)
     return {
         "baseline_decode_resize_s": round(baseline_s, 3),
@@ -229,6 +240,7 @@ def bench(images: int, workdir: Path, params: FacesParams, against: str | None) 
             result["against"] = {"revision": against, "commit": commit,
                                  **measure(workdir, rows[:images], params, workers, unpack(commit, Path(code)))}
     full = measure(workdir, rows[:images], params, workers, None)  # last: its cache serves the reruns
+    scan_s = pooled(decode_and_scan, [raw / row["path"] for row in rows[:images]], params, workers)
     noop_s, _ = run_stage(workdir, params, None)
     write_manifest(raw, rows)
     incremental_s, incremental = run_stage(workdir, params, None)
@@ -241,6 +253,8 @@ def bench(images: int, workdir: Path, params: FacesParams, against: str | None) 
     return {
         **result,
         **full,
+        "scan_s": round(scan_s, 3),
+        "scan_vs_baseline": round(scan_s / full["baseline_decode_resize_s"], 2),
         "rerun_unchanged_s": round(noop_s, 3),
         "incremental_new_images": extra,
         "incremental_processed": incremental["processed"],

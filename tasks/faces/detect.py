@@ -104,11 +104,10 @@ def detect_faces(gray: np.ndarray, params: FacesParams) -> list[tuple[Box, float
     """Haar frontal faces as (box in source pixels, confidence), found on a copy whose longest
     side is at most detect_side (which bounds the cost: the smallest face found in a photo of long
     side L is about 28 * L / detect_side px). Confidence is the last stage's weight sum."""
-    scale = min(1.0, params.detect_side / max(gray.shape))
-    small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    small, scale = search_copy(gray, params.detect_side)
     height, width = small.shape
     detections: list[tuple[Box, float]] = []
-    for candidate in _propose(small):  # the most windows first: where two find one face, it stands
+    for candidate in propose(small):  # the most windows first: where two find one face, it stands
         for (x, y, w, h), confidence in _search_near(small, candidate, params.min_neighbors):
             box = (round(x / scale), round(y / scale), round(w / scale), round(h / scale))
             # a face may be cut by the photo's edge, but its middle is in the photo
@@ -118,8 +117,16 @@ def detect_faces(gray: np.ndarray, params: FacesParams) -> list[tuple[Box, float
     return detections
 
 
-def _propose(small: np.ndarray) -> list[list[Box]]:
-    """Candidates, each the windows (boxes in small's pixels) on one spot, the most windows first."""
+def search_copy(gray: np.ndarray, detect_side: int) -> tuple[np.ndarray, float]:
+    """The copy the face search runs on (longest side at most detect_side) and its scale."""
+    scale = min(1.0, detect_side / max(gray.shape))
+    small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return small, scale
+
+
+def propose(small: np.ndarray) -> list[list[Box]]:
+    """Candidates, each the windows (boxes in small's pixels) on one spot, the most windows first.
+    This pass over the whole copy is the search's least cost: bench/faces.py measures it alone."""
     classifier, window, border = cascade(FACE_CASCADE), HAAR_WINDOW, PROPOSAL_BORDER
     step = 2 ** (1 / PROPOSAL_STEPS_PER_OCTAVE)
     windows: list[Box] = []
