@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import html
 import io
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -320,8 +322,15 @@ def test_browser_scrolls_until_no_new_images_arrive(site, tmp_path, hits):
     assert set(fetched) <= set(statuses) and max(fetched.values()) == 1, "the browser loads no image itself"
 
 
-def test_browser_scrolling_is_bounded_by_scroll_rounds(site, tmp_path):
-    report = run(fast({"url": f"{site}/scroll.html", "mode": "browser", "scroll_rounds": 1}), tmp_path)
+def test_browser_scrolling_is_bounded_by_scroll_rounds_and_leaves_no_temp_files(site, tmp_path, monkeypatch):
+    temp = Path(tempfile.mkdtemp(prefix="t-"))  # short, as the system's: Chromium puts a socket below it
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the session makes its folders
+    try:
+        report = run(fast({"url": f"{site}/scroll.html", "mode": "browser", "scroll_rounds": 1}), tmp_path)
+        # the profile and what Chromium leaves in the temp folder (each night's run) go with the session
+        assert list(temp.iterdir()) == []
+    finally:
+        shutil.rmtree(temp)
     source = report["sources"][0]
     assert (source["scrolls"], source["images_found"]) == (1, 26), "the first batch and one more"
 

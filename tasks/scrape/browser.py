@@ -201,10 +201,11 @@ class ChromiumSession:
     def __init__(self, params: ScrapeParams, proxy_port: int):
         self.ended_by_deadline = threading.Event()
         self.profile = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-{start_ticks(os.getpid())}-")
+        temp = chromium_temp()
         port = _free_port()
         self.process = procs.start(
-            [CHROMEDRIVER, f"--port={port}"], grace_s=STOP_GRACE_S, cleanup=[self.profile],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [CHROMEDRIVER, f"--port={port}"], grace_s=STOP_GRACE_S, cleanup=[self.profile, temp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": temp},
         )  # fmt: skip
         try:
             address = _wait_for_driver(self.process, port)
@@ -255,6 +256,13 @@ def _wait_for_driver(process: subprocess.Popen, port: int) -> str:
             return f"http://127.0.0.1:{port}"
         time.sleep(POLL_S)
     raise OSError(f"chromedriver did not listen on port {port} within {DRIVER_START_S:g}s")
+
+
+def chromium_temp() -> str:
+    """A temp folder for Chromium alone (its TMPDIR): it leaves folders in the temp folder when it
+    is stopped rather than quit, one or more a session; here they go with the session. Short,
+    because its singleton socket lies two folders below it and a socket's path has 107 bytes."""
+    return tempfile.mkdtemp(prefix="sfc-")
 
 
 def _free_port() -> int:
