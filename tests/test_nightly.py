@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 from datetime import date
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -142,17 +143,20 @@ def test_a_held_workspace_makes_a_run_wait_then_fail(tmp_path):
         pass
 
 
-def tiny_project(root: Path, site: str, remote: Path, detector: Path) -> Path:
-    """The repo's pipeline (dvc.yaml, its in-repo deps, params.yaml) shrunk to seconds, in git + DVC."""
+def tiny_project(root: Path, site: str, remote: Path, detector: Path, served_base: bool = False) -> Path:
+    """The repo's pipeline (dvc.yaml, its in-repo deps, params.yaml) shrunk to seconds, in git + DVC.
+    served_base: the base params.yaml names (the demo's, by URL and sha256), from site; else a
+    tiny one trained from scratch."""
     copy_project(root)
     sample_photos(root / "photos")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["scrape"]["sources"][0]["url"] = f"{site}/index.html"
     params["scrape"]["sources"][1]["url"] = f"{site}/scroll.html"
     params["scrape"]["allow_private"] = [site.removeprefix("http://")]
-    # a tiny base trained from scratch (its curves are part of what releases compare); the served
-    # pretrained base is tests/test_pretrained.py's and the demo's
-    params["base"].update(checkpoint=None, sha256=None)
+    if served_base:
+        params["base"]["checkpoint"] = f"{site}/models/{PurePosixPath(urlsplit(params['base']['checkpoint']).path).name}"
+    else:  # its curves are part of what releases compare
+        params["base"].update(checkpoint=None, sha256=None)
     for section, values in tiny_params(remote, detector).items():
         params[section] = {**params.get(section, {}), **values}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -188,10 +192,12 @@ def test_nightly_deployment_publishes_then_rebuilds_nothing_then_refuses_a_held_
 
     remote = tmp_path / "remote"
     with serve(0) as site:
-        project = tiny_project(tmp_path / "project", site, remote, detector_path)
+        # as a user's nightly runs: fine-tuning the pretrained base params.yaml names, by URL
+        project = tiny_project(tmp_path / "project", site, remote, detector_path, served_base=True)
         with prefect_server(tmp_path / "prefect") as url, scheduled(project, url) as deployment:
             first = nightly_summary(project, deployment)
             assert first["published"] and first["release"] == tags(project)[0], first
+            assert json.loads((project / "reports/base.json").read_text())["source"].startswith(f"{site}/models/")
             assert {"scrape", "faces", "augment", "evaluate"} <= set(first["stages_ran"])
             assert first["metrics"]["fid"] is not None and any(remote.rglob("*"))
             assert git(project, "status", "--porcelain", "--", "dvc.lock", "params.yaml") == ""  # all committed
