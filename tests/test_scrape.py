@@ -324,7 +324,8 @@ def test_browser_scrolls_until_no_new_images_arrive(site, tmp_path, hits):
 
 def test_browser_scrolling_is_bounded_by_scroll_rounds_and_leaves_no_temp_files(site, tmp_path, monkeypatch):
     temp = Path(tempfile.mkdtemp(prefix="t-"))  # short, as the system's: Chromium puts a socket below it
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the session makes its folders
+    monkeypatch.setenv("TMPDIR", str(temp))  # the temp folder of every process the scrape starts
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # and of this one, already read
     try:
         report = run(fast({"url": f"{site}/scroll.html", "mode": "browser", "scroll_rounds": 1}), tmp_path)
         # the profile and what Chromium leaves in the temp folder (each night's run) go with the session
