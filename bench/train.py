@@ -148,17 +148,20 @@ def timed_steps(step_fn, warmup: int, steps: int) -> list[dict]:
     return records
 
 
+CYCLE = {"r1+pl": 1, "pl": R1_EVERY // PL_EVERY - 1, "plain": R1_EVERY - R1_EVERY // PL_EVERY}  # steps of each kind
+
+
+def kind_means(records: list[dict], clock: str) -> dict[str, float] | None:
+    """Mean seconds of each kind of step in a cycle; None unless every kind was timed."""
+    values = {kind: [r[clock] for r in records if r["kind"] == kind] for kind in CYCLE}
+    return None if not all(values.values()) else {kind: sum(v) / len(v) for kind, v in values.items()}
+
+
 def cycle(records: list[dict], clock: str) -> float | None:
     """Seconds of one 16-step cycle in its true proportion (1 R1 + path-length step, 3 path-length
     steps, 12 plain) from the per-kind means; None unless every kind was timed."""
-    counts = {"r1+pl": 1, "pl": R1_EVERY // PL_EVERY - 1, "plain": R1_EVERY - R1_EVERY // PL_EVERY}
-    means = {}
-    for kind in counts:
-        values = [r[clock] for r in records if r["kind"] == kind]
-        if not values:
-            return None
-        means[kind] = sum(values) / len(values)
-    return sum(counts[k] * means[k] for k in counts)
+    means = kind_means(records, clock)
+    return None if means is None else sum(CYCLE[k] * means[k] for k in CYCLE)
 
 
 def phase_shares(records: list[dict]) -> dict | None:
@@ -168,8 +171,7 @@ def phase_shares(records: list[dict]) -> dict | None:
     total = cycle(records, "cpu_s")
     if not total:
         return None
-    mean = {k: sum(r["cpu_s"] for r in records if r["kind"] == k) / sum(r["kind"] == k for r in records)
-            for k in ("plain", "pl", "r1+pl")}
+    mean = kind_means(records, "cpu_s")
     pl = (R1_EVERY // PL_EVERY) * (mean["pl"] - mean["plain"])
     r1 = mean["r1+pl"] - mean["pl"]
     return {"d_g_main_ema": round(R1_EVERY * mean["plain"] / total, 3), "path_length": round(pl / total, 3),

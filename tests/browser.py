@@ -5,8 +5,6 @@ not bypassed sent to a proxy nobody listens on, and Chrome's network events and 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -14,22 +12,13 @@ from selenium import webdriver
 from selenium.webdriver.chrome.remote_connection import ChromeRemoteConnection
 
 from styleforge.core import procs
-from styleforge.tasks.scrape.browser import (
-    CHROMEDRIVER,
-    CHROMIUM,
-    CHROMIUM_FLAGS,
-    _free_port,
-    _wait_for_driver,
-    chromium_temp,
-)
+from styleforge.tasks.scrape.browser import CHROMIUM, CHROMIUM_FLAGS, _free_port, _wait_for_driver, start_chromedriver
 
 
 @contextmanager
 def chromium(bypass: str | None = None) -> Iterator[webdriver.Remote]:
     """bypass: a host:port reached directly (a test's HTTP server); without it only files load."""
-    port, temp = _free_port(), chromium_temp()
-    process = procs.start([CHROMEDRIVER, f"--port={port}"], grace_s=2, cleanup=[temp], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": temp})
+    process, port = start_chromedriver(grace_s=2)
     try:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -201,12 +202,7 @@ class ChromiumSession:
     def __init__(self, params: ScrapeParams, proxy_port: int):
         self.ended_by_deadline = threading.Event()
         self.profile = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-{start_ticks(os.getpid())}-")
-        temp = chromium_temp()
-        port = _free_port()
-        self.process = procs.start(
-            [CHROMEDRIVER, f"--port={port}"], grace_s=STOP_GRACE_S, cleanup=[self.profile, temp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": temp},
-        )  # fmt: skip
+        self.process, port = start_chromedriver(STOP_GRACE_S, cleanup=[self.profile])
         try:
             address = _wait_for_driver(self.process, port)
             self.driver = webdriver.Remote(
@@ -258,11 +254,16 @@ def _wait_for_driver(process: subprocess.Popen, port: int) -> str:
     raise OSError(f"chromedriver did not listen on port {port} within {DRIVER_START_S:g}s")
 
 
-def chromium_temp() -> str:
-    """A temp folder for Chromium alone (its TMPDIR): it leaves folders in the temp folder when it
-    is stopped rather than quit, one or more a session; here they go with the session. Short,
-    because its singleton socket lies two folders below it and a socket's path has 107 bytes."""
-    return tempfile.mkdtemp(prefix="sfc-")
+def start_chromedriver(grace_s: float, cleanup: Sequence[str] = ()) -> tuple[subprocess.Popen, int]:
+    """chromedriver on a free port under the process supervisor (Chromium starts below it), and
+    the port. Chromium gets a temp folder of its own (its TMPDIR), which the supervisor removes
+    with cleanup: stopped rather than quit, Chromium leaves folders in the temp folder, one or
+    more a session. Short, as its singleton socket lies two folders below and a socket's path
+    has 107 bytes."""
+    port, temp = _free_port(), tempfile.mkdtemp(prefix="sfc-")
+    process = procs.start([CHROMEDRIVER, f"--port={port}"], grace_s=grace_s, cleanup=[*cleanup, temp],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": temp})
+    return process, port
 
 
 def _free_port() -> int:
